@@ -1,0 +1,154 @@
+"""Pure rate-limit math: no Django, no I/O, and the clock is always passed in.
+
+The Lua scripts in ``storage/scripts/`` implement the same rules on the Redis
+server; these functions are the reference the property tests check.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+EXACT = "exact"
+COUNTER = "counter"
+ALGORITHMS = (EXACT, COUNTER)
+
+READ = "read"
+WRITE = "write"
+DELETE = "delete"
+AUTH = "auth"
+CATEGORIES = (READ, WRITE, DELETE, AUTH)
+
+METHOD_CATEGORIES = {
+    "GET": READ,
+    "HEAD": READ,
+    "OPTIONS": READ,
+    "POST": WRITE,
+    "PUT": WRITE,
+    "PATCH": WRITE,
+    "DELETE": DELETE,
+}
+
+_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+?)s?\s*$")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``limit`` requests in any ``window`` seconds."""
+
+    limit: int
+    window: int
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{self.window}s"
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse ``"60/min"``, ``"100/10s"`` or ``"5000/hour"`` into a :class:`Rate`.
+
+    Raises ``ValueError`` for anything else.
+    """
+    match = _RATE_RE.match(text.lower())
+    if not match or match.group(3) not in _UNITS:
+        raise ValueError(f"invalid rate {text!r}; expected e.g. '60/min' or '100/10s'")
+    count, multiplier, unit = match.groups()
+    window = int(multiplier or 1) * _UNITS[unit]
+    if window <= 0:
+        raise ValueError(f"invalid rate {text!r}; the window must be positive")
+    return Rate(int(count), window)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one check, consistent with the step that took it.
+
+    ``reset_after`` is the number of seconds until ``remaining`` next grows
+    (on a refusal: until a request would be admitted), measured from ``now``,
+    the store's clock in Unix seconds.
+    """
+
+    allowed: bool
+    limit: int
+    window: int
+    remaining: int
+    reset_after: float
+    now: float
+
+    @property
+    def reset_at(self) -> int:
+        """Unix time (integer seconds) for ``X-RateLimit-Reset``."""
+        return math.ceil(self.now + self.reset_after)
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds for ``Retry-After``: waiting that long is enough, one second less is not."""
+        return max(1, math.ceil(self.reset_after))
+
+
+def exact_decide(stamps: Sequence[int], now: int, rate: Rate) -> tuple[Decision, tuple[int, ...]]:
+    """Sliding log over the last ``limit`` admitted timestamps (oldest first).
+
+    Times are integer milliseconds, as in the Lua script, so no rounding can
+    admit early. A request is admitted iff fewer than ``limit`` requests were
+    admitted in the last ``window`` seconds, i.e. the oldest kept stamp is at
+    least ``window`` old. Returns the decision and the stamps to keep.
+    """
+    limit, window = rate.limit, rate.window * 1000
+    if limit <= 0:
+        return _decision(False, rate, 0, window, now), tuple(stamps)
+    kept = tuple(stamps[-limit:])
+    if len(kept) == limit and now - kept[0] < window:
+        return _decision(False, rate, 0, kept[0] + window - now, now), kept
+    kept = (*kept, now)[-limit:]
+    live = [t for t in kept if now - t < window]
+    return _decision(True, rate, limit - len(live), live[0] + window - now, now), kept
+
+
+def counter_decide(previous: int, current: int, now: int, rate: Rate) -> Decision:
+    """Sliding-window counter: the previous fixed window's count, weighted by
+    how much of it still overlaps the sliding window, plus the current one's.
+
+    ``current`` excludes this request; ``now`` is in milliseconds. Admitted iff
+    the weighted count plus this request fits in ``limit``. Memory is two
+    integers, but in any span of ``window`` seconds up to ``2 * limit``
+    requests can be admitted (each of the two fixed windows it overlaps
+    admits at most ``limit``).
+    """
+    limit, window = rate.limit, rate.window * 1000
+    elapsed = now % window
+    weighted = previous * (window - elapsed) / window + current
+    if limit > 0 and weighted + 1 <= limit:
+        remaining = max(0, math.floor(limit - weighted - 1))
+        return _decision(True, rate, remaining, window - elapsed, now)
+    return _decision(False, rate, 0, counter_wait(previous, current, elapsed, rate), now)
+
+
+def counter_wait(previous: int, current: int, elapsed: int, rate: Rate) -> int:
+    """Milliseconds until :func:`counter_decide` admits one request, if none come meanwhile."""
+    limit, window = rate.limit, rate.window * 1000
+    if limit <= 0:
+        return window
+    if current + 1 <= limit:
+        # Still in this window, once the previous window has decayed enough.
+        needed = window * (1 - (limit - 1 - current) / previous) if previous else 0.0
+        return max(1, math.ceil(needed - elapsed))
+    # In the next window, where this window's count becomes the decaying one.
+    return window - elapsed + math.ceil(window * (1 - (limit - 1) / current))
+
+
+def _decision(allowed: bool, rate: Rate, remaining: int, reset_ms: int, now_ms: int) -> Decision:
+    return Decision(allowed, rate.limit, rate.window, remaining, reset_ms / 1000, now_ms / 1000)

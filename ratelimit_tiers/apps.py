@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core import checks
+from django.utils.translation import gettext_lazy as _
+
+
+class RatelimitTiersConfig(AppConfig):
+    name = "ratelimit_tiers"
+    verbose_name = _("Rate limit tiers")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from ratelimit_tiers import checks as rlt_checks
+        from ratelimit_tiers import policies  # noqa: F401 - connects the eviction receivers.
+
+        checks.register(rlt_checks.check_settings)
+        checks.register(rlt_checks.check_cache, checks.Tags.caches)
+        checks.register(rlt_checks.check_middleware)

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
+
+from ratelimit_tiers import crypto
+from ratelimit_tiers.conf import conf
+from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.policies import ACTIVE
+
+MAX_HEADER_LENGTH = 200
+
+MESSAGES = {
+    "malformed_key": _("Malformed API key."),
+    "unknown_key": _("Unknown API key."),
+    "revoked": _("This API key has been revoked."),
+    "expired": _("This API key has expired."),
+    "inactive": _("The account of this API key is disabled."),
+    "unknown": _("Unknown API key."),
+}
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """What a request authenticated with: ``request.auth``.
+
+    Built from immutable columns only (a key's prefix and hash never change),
+    so each process can keep it in memory; everything an operator can change
+    is checked against the store on every request.
+    """
+
+    key_id: int
+    prefix: str
+    hashed_secret: str
+    account_id: int
+    account_name: str
+
+
+@dataclass(frozen=True)
+class AccountUser:
+    """``request.user`` for API-key requests: the account, without a query."""
+
+    pk: int
+    name: str
+    is_authenticated: bool = True
+    is_anonymous: bool = False
+    is_active: bool = True
+    is_staff: bool = False
+    is_superuser: bool = False
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class _IdentityCache:
+    """A small per-process LRU of :class:`KeyIdentity` by prefix; misses are not kept."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._items: OrderedDict[str, KeyIdentity] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, prefix: str) -> KeyIdentity | None:
+        with self._lock:
+            identity = self._items.get(prefix)
+            if identity is not None:
+                self._items.move_to_end(prefix)
+            return identity
+
+    def put(self, identity: KeyIdentity) -> None:
+        with self._lock:
+            self._items[identity.prefix] = identity
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+identities = _IdentityCache()
+
+
+def fail(code: str) -> AuthenticationFailed:
+    return AuthenticationFailed({"code": code, "detail": MESSAGES[code]}, code=code)
+
+
+class APIKeyAuthentication(BaseAuthentication):
+    """``Authorization: Api-Key <prefix>.<secret>`` (header and keyword are settings).
+
+    Returns ``(AccountUser, KeyIdentity)``. Malformed keys are refused before
+    any lookup; known keys are verified in constant time against the stored
+    hash. Whether the key is still usable (revoked, expired, account disabled)
+    is decided by :class:`~ratelimit_tiers.throttling.TierRateThrottle` in the
+    same store round trip as the count; views without it check here instead.
+    """
+
+    def authenticate(self, request: Request) -> tuple[AccountUser, KeyIdentity] | None:
+        raw = self.get_raw_key(request)
+        if raw is None:
+            return None
+        parts = crypto.split_key(raw)
+        if parts is None:
+            raise fail("malformed_key")
+        prefix, secret = parts
+        identity = identities.get(prefix) or self._load(prefix)
+        if identity is None or not crypto.verify_secret(secret, identity.hashed_secret):
+            raise fail("unknown_key")
+        if not self._throttled_by_tier(request):
+            from ratelimit_tiers.storage import get_storage
+
+            state = get_storage().peek(prefix, "read").state
+            if state != ACTIVE:
+                raise fail(state)
+        return AccountUser(identity.account_id, identity.account_name), identity
+
+    def authenticate_header(self, request: Request) -> str:
+        return conf.KEY_KEYWORD or "Api-Key"
+
+    def get_raw_key(self, request: Request) -> str | None:
+        header = conf.KEY_HEADER
+        value = request.headers.get(header)
+        if value is None:
+            return None
+        if len(value) > MAX_HEADER_LENGTH:
+            raise fail("malformed_key")
+        keyword = conf.KEY_KEYWORD
+        if keyword:
+            scheme, _sep, value = value.strip().partition(" ")
+            if scheme.lower() != keyword.lower():
+                # Another scheme (e.g. Bearer) belongs to another authenticator.
+                return None
+        return value.strip()
+
+    @staticmethod
+    def _load(prefix: str) -> KeyIdentity | None:
+        row = (
+            APIKey.objects.filter(prefix=prefix)
+            .values_list("pk", "hashed_secret", "account_id", "account__name")
+            .first()
+        )
+        if row is None:
+            return None
+        identity = KeyIdentity(row[0], prefix, row[1], row[2], row[3])
+        identities.put(identity)
+        return identity
+
+    @staticmethod
+    def _throttled_by_tier(request: Request) -> bool:
+        from ratelimit_tiers.throttling import TierRateThrottle
+
+        view: Any = (request.parser_context or {}).get("view")
+        if view is None:
+            return False
+        return any(isinstance(t, TierRateThrottle) for t in view.get_throttles())

@@ -1,0 +1,97 @@
+"""System checks: a misconfiguration fails at startup, not on the first request.
+
+IDs are stable and never reused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.utils.module_loading import import_string
+
+from ratelimit_tiers.algorithms import ALGORITHMS
+from ratelimit_tiers.conf import conf
+
+MIDDLEWARE_PATH = "ratelimit_tiers.middleware.RateLimitHeadersMiddleware"
+
+# Backends that cannot count at all, and ones that count per process or racily.
+BROKEN_CACHES = {
+    "django.core.cache.backends.dummy.DummyCache": "it stores nothing, so nothing is ever limited",
+}
+WEAK_CACHES = {
+    "django.core.cache.backends.locmem.LocMemCache": "each process keeps its own counters",
+    "django.core.cache.backends.filebased.FileBasedCache": "its incr is not atomic",
+    "django.core.cache.backends.db.DatabaseCache": "its incr is not atomic",
+}
+
+
+def check_settings(**kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+
+    def error(id_: int, msg: str, hint: str) -> None:
+        errors.append(Error(msg, hint=hint, id=f"ratelimit_tiers.E{id_:03d}"))
+
+    if not isinstance(conf.CACHE, str):
+        error(1, "RATELIMIT_TIERS_CACHE must be a string.", "Name an alias from CACHES.")
+    elif conf.CACHE not in settings.CACHES:
+        error(2, f"RATELIMIT_TIERS_CACHE {conf.CACHE!r} is not in CACHES.", "Add it to CACHES.")
+    if not isinstance(conf.FAIL_OPEN, bool):
+        error(3, "RATELIMIT_TIERS_FAIL_OPEN must be a bool.", "Use True or False.")
+    if conf.ALGORITHM not in ALGORITHMS:
+        error(4, f"RATELIMIT_TIERS_ALGORITHM must be one of {ALGORITHMS}.", 'Use "exact".')
+    if not isinstance(conf.KEY_HEADER, str) or not conf.KEY_HEADER:
+        error(5, "RATELIMIT_TIERS_KEY_HEADER must be a non-empty string.", 'Use "Authorization".')
+    if not isinstance(conf.KEY_KEYWORD, str):
+        error(6, "RATELIMIT_TIERS_KEY_KEYWORD must be a string.", 'Use "Api-Key", or "" for a bare key.')
+    timeout = conf.POLICY_TIMEOUT
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
+        error(7, "RATELIMIT_TIERS_POLICY_TIMEOUT must be a positive integer.", "Seconds, e.g. 300.")
+    if conf.STORAGE is not None:
+        from ratelimit_tiers.storage import Storage
+
+        try:
+            cls = import_string(conf.STORAGE) if isinstance(conf.STORAGE, str) else None
+        except ImportError:
+            cls = None
+        if not (isinstance(cls, type) and issubclass(cls, Storage)):
+            error(8, "RATELIMIT_TIERS_STORAGE must be the dotted path of a Storage subclass.", "Or None.")
+    return errors
+
+
+def check_cache(**kwargs: Any) -> list[CheckMessage]:
+    alias = conf.CACHE
+    if not isinstance(alias, str) or alias not in settings.CACHES:
+        return []  # Reported by check_settings.
+    backend = settings.CACHES[alias].get("BACKEND", "")
+    if backend in BROKEN_CACHES:
+        return [
+            Error(
+                f"The rate-limit cache {alias!r} uses {backend}: {BROKEN_CACHES[backend]}.",
+                hint="Use django_redis.cache.RedisCache (or LocMem for development).",
+                id="ratelimit_tiers.E009",
+            )
+        ]
+    if backend in WEAK_CACHES:
+        return [
+            Warning(
+                f"The rate-limit cache {alias!r} uses {backend}: {WEAK_CACHES[backend]}, "
+                "so limits hold only within one process.",
+                hint="Use django_redis.cache.RedisCache in production.",
+                id="ratelimit_tiers.W001",
+            )
+        ]
+    return []
+
+
+def check_middleware(**kwargs: Any) -> list[CheckMessage]:
+    if MIDDLEWARE_PATH not in getattr(settings, "MIDDLEWARE", []):
+        return [
+            Warning(
+                "RateLimitHeadersMiddleware is not in MIDDLEWARE: responses carry no X-RateLimit-* headers.",
+                hint=f"Add {MIDDLEWARE_PATH!r} to MIDDLEWARE.",
+                id="ratelimit_tiers.W002",
+            )
+        ]
+    return []

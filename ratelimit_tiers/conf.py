@@ -1,0 +1,58 @@
+"""Settings, read lazily from ``django.conf.settings`` on every access."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+PREFIX = "RATELIMIT_TIERS_"
+
+
+class Settings:
+    """Each property reads ``RATELIMIT_TIERS_<NAME>`` with its default.
+
+    Reading on access keeps ``override_settings`` and pytest-django's
+    ``settings`` fixture working without any signal plumbing.
+    """
+
+    def _get(self, name: str, default: Any) -> Any:
+        return getattr(settings, PREFIX + name, default)
+
+    @property
+    def CACHE(self) -> str:
+        """Alias in ``CACHES`` that holds counters and resolved policies."""
+        return self._get("CACHE", "default")  # type: ignore[no-any-return]
+
+    @property
+    def STORAGE(self) -> str | None:
+        """Dotted path of a ``Storage`` class; ``None`` picks one from the cache backend."""
+        return self._get("STORAGE", None)  # type: ignore[no-any-return]
+
+    @property
+    def ALGORITHM(self) -> str:
+        """``"exact"`` or ``"counter"``: used by tiers that do not choose one."""
+        return self._get("ALGORITHM", "exact")  # type: ignore[no-any-return]
+
+    @property
+    def KEY_HEADER(self) -> str:
+        """HTTP header that carries the API key."""
+        return self._get("KEY_HEADER", "Authorization")  # type: ignore[no-any-return]
+
+    @property
+    def KEY_KEYWORD(self) -> str:
+        """Scheme word before the key in ``KEY_HEADER``; ``""`` for a bare key."""
+        return self._get("KEY_KEYWORD", "Api-Key")  # type: ignore[no-any-return]
+
+    @property
+    def FAIL_OPEN(self) -> bool:
+        """Admit requests when the store is unreachable (``False``: answer 503)."""
+        return self._get("FAIL_OPEN", True)  # type: ignore[no-any-return]
+
+    @property
+    def POLICY_TIMEOUT(self) -> int:
+        """Seconds a resolved key policy lives in the store (saves also evict it)."""
+        return self._get("POLICY_TIMEOUT", 300)  # type: ignore[no-any-return]
+
+
+conf = Settings()

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import status
+from rest_framework.exceptions import APIException, Throttled
+
+from ratelimit_tiers.algorithms import Decision
+
+
+class RatelimitTiersError(Exception):
+    """Base class of this app's errors."""
+
+
+class StorageUnavailable(RatelimitTiersError):
+    """The rate-limit store could not be reached or answered nonsense."""
+
+
+class RateLimited(Throttled):
+    """429 whose JSON body says what the limit is and when to retry.
+
+    DRF's exception handler adds ``Retry-After`` from ``wait``.
+    """
+
+    default_code = "rate_limited"
+
+    def __init__(self, decision: Decision) -> None:
+        wait = decision.retry_after
+        # wait=None: DRF would append its own sentence to the detail.
+        super().__init__(wait=None)
+        # Set after __init__, which would turn the numbers into strings.
+        body: dict[str, Any] = {
+            "code": self.default_code,
+            "detail": _("Rate limit exceeded: %(limit)d requests per %(window)d seconds.")
+            % {"limit": decision.limit, "window": decision.window},
+            "limit": decision.limit,
+            "window": decision.window,
+            "retry_after": wait,
+            "reset": decision.reset_at,
+        }
+        self.detail = body
+        self.wait = wait
+
+
+class StoreUnavailable(APIException):
+    """503 answered in fail-closed mode while the store is down."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = _("Rate limiting is temporarily unavailable; retry shortly.")
+    default_code = "ratelimit_unavailable"
+
+    def __init__(self, wait: int = 1) -> None:
+        super().__init__({"code": self.default_code, "detail": self.default_detail})
+        self.wait = wait

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from ratelimit_tiers import crypto
+from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+ALGORITHM_CHOICES = [("", _("Default (RATELIMIT_TIERS_ALGORITHM)"))] + [(a, a) for a in ALGORITHMS]
+
+
+class Tier(models.Model):
+    """A plan: how many requests per window, optionally per endpoint category."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    limit = models.PositiveIntegerField(_("requests per window"))
+    window_seconds = models.PositiveIntegerField(
+        _("window (seconds)"), default=60, validators=[MinValueValidator(1)]
+    )
+    read_limit = models.PositiveIntegerField(_("read limit"), null=True, blank=True)
+    write_limit = models.PositiveIntegerField(_("write limit"), null=True, blank=True)
+    delete_limit = models.PositiveIntegerField(_("delete limit"), null=True, blank=True)
+    auth_limit = models.PositiveIntegerField(_("auth limit"), null=True, blank=True)
+    algorithm = models.CharField(
+        _("algorithm"), max_length=16, choices=ALGORITHM_CHOICES, blank=True, default=""
+    )
+    description = models.CharField(_("description"), max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["limit", "name"]
+        verbose_name = _("tier")
+        verbose_name_plural = _("tiers")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.window_seconds is not None and self.window_seconds < 1:
+            raise ValidationError({"window_seconds": _("The window must be at least 1 second.")})
+
+    def category_limit(self, category: str) -> int:
+        """The category's own limit, else the tier's ``limit``."""
+        value = getattr(self, f"{category}_limit")
+        return self.limit if value is None else int(value)
+
+
+class Account(models.Model):
+    """A customer: every key of an account inherits its limits."""
+
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="accounts", verbose_name=_("tier"))
+    limit_override = models.PositiveIntegerField(
+        _("custom limit"),
+        null=True,
+        blank=True,
+        help_text=_("Replaces the tier's limits in every category (a negotiated deal)."),
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("account")
+        verbose_name_plural = _("accounts")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def limits(self) -> dict[str, int]:
+        if self.limit_override is not None:
+            return dict.fromkeys(CATEGORIES, self.limit_override)
+        return {category: self.tier.category_limit(category) for category in CATEGORIES}
+
+
+class APIKeyManager(models.Manager["APIKey"]):
+    def assign_key(self, key: APIKey) -> str:
+        """Give an unsaved key its prefix and hash; return the raw key, which is never stored."""
+        raw_key, key.prefix, key.hashed_secret = crypto.generate_key()
+        return raw_key
+
+    def create_key(self, **fields: Any) -> tuple[APIKey, str]:
+        """Create and save a key; return it with the raw key, which is never stored."""
+        key = self.model(**fields)
+        raw_key = self.assign_key(key)
+        key.full_clean()
+        key.save()
+        return key, raw_key
+
+
+class APIKey(models.Model):
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="api_keys", verbose_name=_("account")
+    )
+    name = models.CharField(_("name"), max_length=100, help_text=_("What the key is for."))
+    prefix = models.CharField(_("prefix"), max_length=crypto.PREFIX_LENGTH, unique=True, editable=False)
+    hashed_secret = models.CharField(max_length=64, editable=False)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    last_used = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(
+        _("expires"), null=True, blank=True, help_text=_("Leave empty for a key that never expires.")
+    )
+    revoked = models.BooleanField(
+        _("revoked"), default=False, help_text=_("A revoked key stops working at once, for good.")
+    )
+
+    objects: ClassVar[APIKeyManager] = APIKeyManager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Revocation is final even outside forms (DRF api-key enforces the same).
+        if self.pk is not None and self._stored_revoked():
+            self.revoked = True
+        super().save(*args, **kwargs)
+
+    @property
+    def has_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def clean(self) -> None:
+        if self.pk is not None and not self.revoked and self._stored_revoked():
+            raise ValidationError({"revoked": _("A revoked key cannot be reinstated.")})
+
+    def _stored_revoked(self) -> bool:
+        return APIKey.objects.filter(pk=self.pk, revoked=True).exists()
+
+    def expiry_timestamp(self) -> float | None:
+        expires: datetime | None = self.expires_at
+        return expires.timestamp() if expires else None

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ratelimit_tiers.algorithms import CATEGORIES, Decision
+from ratelimit_tiers.exceptions import StorageUnavailable
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A key's state (see ``policies``) and, for an active key, the decision."""
+
+    state: str
+    decision: Decision | None = None
+
+
+def policy_key(prefix: str) -> str:
+    # The braces are a Redis Cluster hash tag: one key's policy and counters
+    # share a slot, so one script can touch them all.
+    return f"rlt:{{{prefix}}}:policy"
+
+
+def bucket_key(prefix: str, category: str, algorithm: str) -> str:
+    return f"rlt:{{{prefix}}}:{category}:{algorithm}"
+
+
+@contextmanager
+def wrap_errors() -> Iterator[None]:
+    try:
+        yield
+    except StorageUnavailable:
+        raise
+    except Exception as exc:  # Backends raise anything: redis, pymemcache, OSError...
+        raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+class Storage(ABC):
+    """Where counters and resolved policies live.
+
+    Subclasses make :meth:`hit` atomic across processes: two concurrent hits
+    on a key with one slot left never both get admitted. A refused hit does
+    not consume quota. Every method raises :class:`StorageUnavailable` when
+    the backend fails.
+    """
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    @abstractmethod
+    def hit(self, prefix: str, category: str) -> Outcome:
+        """Count one request of ``category`` for the key and decide on it."""
+
+    @abstractmethod
+    def peek(self, prefix: str, category: str) -> Outcome:
+        """Report the state as :meth:`hit` would see it, without counting."""
+
+    @abstractmethod
+    def clear(self, prefix: str) -> None:
+        """Reset every counter of the key."""
+
+    @abstractmethod
+    def forget(self, prefixes: Iterable[str]) -> None:
+        """Evict resolved policies, so the next check reloads them."""
+
+    def bucket_keys(self, prefix: str) -> list[str]:
+        from ratelimit_tiers.algorithms import ALGORITHMS
+
+        return [bucket_key(prefix, c, a) for c in CATEGORIES for a in ALGORITHMS]

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.cache import BaseCache, caches
+
+from ratelimit_tiers.algorithms import COUNTER, counter_decide
+from ratelimit_tiers.conf import conf
+from ratelimit_tiers.policies import ACTIVE, EXPIRED, Policy, load_policy
+from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_key, wrap_errors
+
+
+class CacheStorage(Storage):
+    """Sliding-window counter on any Django cache, through atomic ``add``/``incr``.
+
+    The counter is incremented before the check and given back with ``decr``
+    when the request is refused, so a 429 never consumes quota. Concurrent
+    refusals can briefly inflate the count, which can only refuse early, never
+    admit more. ``exact`` tiers fall back to this algorithm here; it is as
+    atomic as the backend's ``incr`` (memcached and django-redis are; LocMem is
+    within one process).
+    """
+
+    @property
+    def cache(self) -> BaseCache:
+        return caches[self.alias]
+
+    def hit(self, prefix: str, category: str) -> Outcome:
+        return self._check(prefix, category, charge=True)
+
+    def peek(self, prefix: str, category: str) -> Outcome:
+        return self._check(prefix, category, charge=False)
+
+    def clear(self, prefix: str) -> None:
+        now = time.time()
+        keys = []
+        for base in self.bucket_keys(prefix):
+            for window in {60, *self._windows(prefix)}:
+                index = int(now // window)
+                keys += [f"{base}:{index}", f"{base}:{index - 1}"]
+        with wrap_errors():
+            self.cache.delete_many(keys)
+
+    def forget(self, prefixes: Iterable[str]) -> None:
+        with wrap_errors():
+            self.cache.delete_many([policy_key(p) for p in prefixes])
+
+    def _windows(self, prefix: str) -> set[int]:
+        with wrap_errors():
+            policy = self.cache.get(policy_key(prefix))
+        return {policy.window} if isinstance(policy, Policy) else set()
+
+    def _policy(self, prefix: str) -> Policy:
+        key = policy_key(prefix)
+        with wrap_errors():
+            policy = self.cache.get(key)
+        if not isinstance(policy, Policy):
+            policy = load_policy(prefix)
+            with wrap_errors():
+                self.cache.set(key, policy, conf.POLICY_TIMEOUT)
+        return policy
+
+    def _check(self, prefix: str, category: str, *, charge: bool) -> Outcome:
+        policy = self._policy(prefix)
+        now = int(time.time() * 1000)
+        if policy.state != ACTIVE:
+            return Outcome(policy.state)
+        if policy.expires_at and now >= policy.expires_at * 1000:
+            return Outcome(EXPIRED)
+        rate = policy.rate(category)
+        index = now // (rate.window * 1000)
+        base = bucket_key(prefix, category, COUNTER)
+        current_key, previous_key = f"{base}:{index}", f"{base}:{index - 1}"
+        with wrap_errors():
+            previous = self._int(self.cache.get(previous_key, 0))
+            if not charge:
+                current = self._int(self.cache.get(current_key, 0))
+                decision = counter_decide(previous, current, now, rate)
+                if decision.allowed:
+                    decision = dataclasses.replace(decision, remaining=decision.remaining + 1)
+                return Outcome(ACTIVE, decision)
+            timeout = 2 * rate.window
+            self.cache.add(current_key, 0, timeout)
+            try:
+                current = self._int(self.cache.incr(current_key))
+            except ValueError:  # Evicted or expired between add and incr.
+                self.cache.set(current_key, 1, timeout)
+                current = 1
+            decision = counter_decide(previous, current - 1, now, rate)
+            if not decision.allowed:
+                self.cache.decr(current_key)
+        return Outcome(ACTIVE, decision)
+
+    @staticmethod
+    def _int(value: Any) -> int:
+        # A backend with IGNORE_EXCEPTIONS answers None instead of raising:
+        # that is an outage, not a count of zero.
+        if not isinstance(value, int):
+            raise TypeError(f"the cache returned {value!r} instead of a count")
+        return value

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from ratelimit_tiers.algorithms import METHOD_CATEGORIES, READ, Decision
+from ratelimit_tiers.authentication import KeyIdentity, fail
+from ratelimit_tiers.conf import conf
+from ratelimit_tiers.exceptions import RateLimited, StorageUnavailable, StoreUnavailable
+from ratelimit_tiers.policies import ACTIVE
+from ratelimit_tiers.storage import get_storage
+
+logger = logging.getLogger("ratelimit_tiers")
+
+#: Attribute of the Django ``HttpRequest`` holding the :class:`Decision` for the middleware.
+REQUEST_ATTRIBUTE = "ratelimit"
+
+_last_outage_log = 0.0
+
+
+class TierRateThrottle(BaseThrottle):
+    """Per-API-key limits from the key's account and tier, per endpoint category.
+
+    The category is the view's ``ratelimit_category`` attribute, else it
+    follows the HTTP method (GET/HEAD/OPTIONS read, POST/PUT/PATCH write,
+    DELETE delete). Requests that did not authenticate with an API key are not
+    this throttle's business. Every admitted request counts, whatever the
+    view answers; a refused one does not. Over the limit it raises
+    :class:`~ratelimit_tiers.exceptions.RateLimited` (429 with ``Retry-After``
+    and a JSON body); a revoked, expired or unknown key gets 401.
+    """
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        identity = request.auth
+        if not isinstance(identity, KeyIdentity):
+            return True
+        try:
+            outcome = get_storage().hit(identity.prefix, self.get_category(request, view))
+        except StorageUnavailable as exc:
+            return self.store_failed(exc)
+        if outcome.state != ACTIVE:
+            raise fail(outcome.state)
+        decision = outcome.decision
+        assert decision is not None
+        setattr(request._request, REQUEST_ATTRIBUTE, decision)
+        if not decision.allowed:
+            raise RateLimited(decision)
+        return True
+
+    def get_category(self, request: Request, view: Any) -> str:
+        category = getattr(view, "ratelimit_category", None)
+        return category or METHOD_CATEGORIES.get(request.method or "GET", READ)
+
+    def store_failed(self, exc: StorageUnavailable) -> bool:
+        global _last_outage_log
+        now = time.monotonic()
+        if now - _last_outage_log >= 10:  # One warning per 10 s per process, not per request.
+            _last_outage_log = now
+            logger.warning(
+                "Rate-limit store unavailable (%s); failing %s.",
+                exc,
+                "open" if conf.FAIL_OPEN else "closed",
+            )
+        if conf.FAIL_OPEN:
+            return True
+        raise StoreUnavailable()
+
+
+def get_decision(request: Any) -> Decision | None:
+    """The decision a throttle attached to this ``HttpRequest``, if any."""
+    return getattr(request, REQUEST_ATTRIBUTE, None)

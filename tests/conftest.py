@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import caches
+from rest_framework.test import APIClient
+
+from ratelimit_tiers.authentication import identities
+from ratelimit_tiers.models import Account, APIKey, Tier
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A real redis-server process on a free loopback port."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server is not installed: run .ci/install (apt-get install redis-server)"
+            )
+        self.port = free_port()
+        self.directory = directory
+        self.args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            *extra,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_cache(redis_server: RedisServer, settings: pytest.FixtureRequest) -> Iterator[str]:
+    """Point the default cache at the real Redis, flushed."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": redis_server.url,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        }
+    }
+    from django_redis import get_redis_connection
+
+    get_redis_connection("default").flushdb()
+    yield redis_server.url
+    caches["default"].close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state() -> Iterator[None]:
+    identities.clear()
+    caches["default"].clear()
+    yield
+    identities.clear()
+
+
+@pytest.fixture
+def free_tier(db: None) -> Tier:
+    return Tier.objects.get(name="Free")
+
+
+@pytest.fixture
+def account(free_tier: Tier) -> Account:
+    return Account.objects.create(name="acme", tier=free_tier)
+
+
+@pytest.fixture
+def raw_key(account: Account) -> str:
+    return APIKey.objects.create_key(account=account, name="main")[1]
+
+
+@pytest.fixture
+def api(raw_key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
+    return client
+
+
+@pytest.fixture(params=["locmem", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run a test on the embedded default and on a real Redis."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_cache")
+    return str(request.param)

@@ -1,0 +1,147 @@
+"""The pure core, on a fake clock: no Django needed."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ratelimit_tiers.algorithms import Rate, counter_decide, exact_decide, parse_rate
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("60/min", Rate(60, 60)),
+        ("100/10s", Rate(100, 10)),
+        ("5000/hour", Rate(5000, 3600)),
+        ("1/day", Rate(1, 86400)),
+        (" 7 / minutes ", Rate(7, 60)),
+    ],
+)
+def test_parse_rate(text, rate):
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["", "60", "60/fortnight", "x/min", "10/0s", "-1/min"])
+def test_parse_rate_rejects(text):
+    with pytest.raises(ValueError, match="invalid rate"):
+        parse_rate(text)
+
+
+def test_exact_admits_limit_then_refuses_until_oldest_ages_out():
+    rate, stamps = Rate(3, 60), ()
+    remaining = []
+    for now in (0, 10_000, 20_000):
+        decision, stamps = exact_decide(stamps, now, rate)
+        assert decision.allowed
+        remaining.append(decision.remaining)
+    assert remaining == [2, 1, 0]
+    decision, stamps = exact_decide(stamps, 30_000, rate)
+    assert not decision.allowed
+    assert decision.reset_after == 30.0
+    assert decision.retry_after == 30
+    decision, stamps = exact_decide(stamps, 60_000, rate)
+    assert decision.allowed
+    assert decision.remaining == 0
+    assert decision.reset_after == 10.0
+
+
+def test_exact_zero_limit_refuses():
+    decision, _ = exact_decide((), 5_000, Rate(0, 60))
+    assert not decision.allowed
+    assert decision.retry_after == 60
+
+
+def test_counter_weights_previous_window():
+    rate = Rate(10, 60)
+    # Half-way into a window: half of the previous window's 10 still counts.
+    decision = counter_decide(10, 4, 90_000, rate)
+    assert decision.allowed
+    assert decision.remaining == 0
+    decision = counter_decide(10, 5, 90_000, rate)
+    assert not decision.allowed
+    # 10 * (60 - e) / 60 + 5 + 1 <= 10 once e >= 36 s, 6 s from now.
+    assert decision.reset_after == 6.0
+
+
+def test_counter_waits_for_next_window_when_current_is_full():
+    decision = counter_decide(0, 10, 30_000, Rate(10, 60))
+    assert not decision.allowed
+    # Next window starts in 30 s; then 10 * (1 - x/60) + 1 <= 10 needs x >= 6.
+    assert decision.reset_after == 36.0
+
+
+# Milliseconds, as the store's clock gives them.
+schedules = st.lists(st.integers(min_value=0, max_value=600_000), min_size=1, max_size=300).map(sorted)
+rates = st.builds(Rate, st.integers(min_value=1, max_value=20), st.integers(min_value=1, max_value=120))
+
+
+def admitted_exact(schedule, rate):
+    stamps, admitted = (), []
+    for now in schedule:
+        decision, stamps = exact_decide(stamps, now, rate)
+        if decision.allowed:
+            admitted.append(now)
+    return admitted
+
+
+def max_in_any_window(times, window):
+    # Sliding windows [t, t + window) starting at each admitted time are the worst case.
+    return max((sum(1 for u in times if t <= u < t + window * 1000) for t in times), default=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedule=schedules, rate=rates)
+def test_exact_never_exceeds_limit_in_any_window(schedule, rate):
+    assert max_in_any_window(admitted_exact(schedule, rate), rate.window) <= rate.limit
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedule=schedules, rate=rates)
+def test_exact_retry_after_is_enough_and_tight(schedule, rate):
+    stamps = ()
+    for now in schedule:
+        decision, stamps = exact_decide(stamps, now, rate)
+        if not decision.allowed:
+            wait = decision.retry_after
+            assert exact_decide(stamps, now + wait * 1000, rate)[0].allowed
+            if wait > 1:
+                assert not exact_decide(stamps, now + (wait - 1) * 1000, rate)[0].allowed
+
+
+def admitted_counter(schedule, rate):
+    previous = current = 0
+    index, admitted = None, []
+    for now in schedule:
+        i = now // (rate.window * 1000)
+        if index is not None and i != index:
+            previous, current = (current if i == index + 1 else 0), 0
+        index = i
+        if counter_decide(previous, current, now, rate).allowed:
+            current += 1
+            admitted.append(now)
+    return admitted
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedule=schedules, rate=rates)
+def test_counter_stays_within_documented_bound(schedule, rate):
+    assert max_in_any_window(admitted_counter(schedule, rate), rate.window) <= 2 * rate.limit
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    previous=st.integers(0, 50),
+    current=st.integers(0, 50),
+    now=st.integers(0, 10_000_000),
+    rate=rates,
+)
+def test_counter_retry_after_is_enough(previous, current, now, rate):
+    decision = counter_decide(previous, current, now, rate)
+    if decision.allowed:
+        return
+    later = now + decision.retry_after * 1000
+    crossed = later // (rate.window * 1000) - now // (rate.window * 1000)
+    prev, cur = {0: (previous, current), 1: (current, 0)}.get(crossed, (0, 0))
+    assert counter_decide(prev, cur, later, rate).allowed

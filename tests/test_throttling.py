@@ -1,0 +1,277 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.core.cache import caches
+from rest_framework.test import APIClient
+
+from ratelimit_tiers.models import APIKey, Tier
+
+URL = "/api/items/"
+
+
+def key_client(raw_key):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
+    return client
+
+
+def test_free_key_gets_60_then_429(backend, api, account):
+    remaining = []
+    for _ in range(60):
+        response = api.get(URL)
+        assert response.status_code == 200
+        assert response["X-RateLimit-Limit"] == "60"
+        remaining.append(int(response["X-RateLimit-Remaining"]))
+    assert remaining == list(range(59, -1, -1))
+
+    response = api.get(URL)
+    assert response.status_code == 429
+    retry_after = int(response["Retry-After"])
+    assert 1 <= retry_after <= 60
+    assert response["X-RateLimit-Remaining"] == "0"
+    reset = int(response["X-RateLimit-Reset"])
+    assert time.time() < reset <= time.time() + 61
+    body = response.json()
+    assert body["code"] == "rate_limited"
+    assert body["limit"] == 60
+    assert body["retry_after"] == retry_after
+    assert body["reset"] == reset
+    assert "60 requests per 60 seconds" in body["detail"]
+
+    # A second key of the same account has its own counter.
+    other = key_client(APIKey.objects.create_key(account=account, name="second")[1])
+    response = other.get(URL)
+    assert response.status_code == 200
+    assert response["X-RateLimit-Remaining"] == "59"
+
+
+def test_refused_requests_do_not_consume_quota(backend, api, free_tier):
+    free_tier.limit = 2
+    free_tier.save()
+    assert [api.get(URL).status_code for _ in range(5)] == [200, 200, 429, 429, 429]
+    from ratelimit_tiers.storage import get_storage
+
+    prefix = APIKey.objects.get().prefix
+    decision = get_storage().peek(prefix, "read").decision
+    assert decision is not None
+    assert decision.remaining == 0
+    assert decision.limit == 2
+
+
+def test_failed_requests_count(backend, api, free_tier):
+    free_tier.limit = 2
+    free_tier.save()
+    assert api.get(f"{URL}999/").status_code == 404
+    response = api.get(f"{URL}998/")
+    assert response.status_code == 404
+    assert response["X-RateLimit-Remaining"] == "0"
+    assert api.get(URL).status_code == 429
+    assert api.post(URL, {"name": ""}, format="json").status_code == 400
+    assert api.post(URL, {"name": ""}, format="json")["X-RateLimit-Remaining"] == "0"
+
+
+def test_categories_have_their_own_limits_and_counters(backend, api, free_tier):
+    free_tier.write_limit = 1
+    free_tier.delete_limit = 1
+    free_tier.save()
+    assert api.post(URL, {"name": "a"}, format="json").status_code == 201
+    assert api.post(URL, {"name": "b"}, format="json").status_code == 429
+    item = api.get(URL)
+    assert item.status_code == 200
+    assert item["X-RateLimit-Limit"] == "60"
+    first = api.delete(f"{URL}{item.json()[0]['id']}/")
+    assert first.status_code == 204
+    assert first["X-RateLimit-Limit"] == "1"
+    assert api.delete(f"{URL}{item.json()[0]['id']}/").status_code == 429
+
+
+def test_view_can_name_its_category(backend, account, free_tier, rf):
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+
+    from ratelimit_tiers.authentication import APIKeyAuthentication
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    free_tier.auth_limit = 1
+    free_tier.save()
+
+    class TokenView(APIView):
+        authentication_classes = [APIKeyAuthentication]
+        throttle_classes = [TierRateThrottle]
+        ratelimit_category = "auth"
+
+        def post(self, request):
+            return Response({"token": "t"})
+
+    raw_key = APIKey.objects.create_key(account=account, name="k")[1]
+    view = TokenView.as_view()
+    statuses = [
+        view(rf.post("/token/", HTTP_AUTHORIZATION=f"Api-Key {raw_key}")).status_code for _ in range(2)
+    ]
+    assert statuses == [200, 429]
+
+
+def test_account_override_replaces_tier_limits(backend, api, account):
+    account.limit_override = 7
+    account.save()
+    assert api.get(URL)["X-RateLimit-Limit"] == "7"
+
+
+def test_admin_edits_apply_on_the_next_request(backend, api, free_tier, account):
+    assert api.get(URL)["X-RateLimit-Limit"] == "60"
+    free_tier.limit = 120
+    free_tier.save()
+    response = api.get(URL)
+    assert response["X-RateLimit-Limit"] == "120"
+    # Earlier requests still count under the new limit.
+    assert response["X-RateLimit-Remaining"] == "118"
+    account.tier = Tier.objects.get(name="Pro")
+    account.save()
+    assert api.get(URL)["X-RateLimit-Limit"] == "1000"
+
+
+def test_revocation_applies_on_the_next_request(backend, api):
+    assert api.get(URL).status_code == 200
+    key = APIKey.objects.get()
+    key.revoked = True
+    key.save()
+    response = api.get(URL)
+    assert response.status_code == 401
+    assert response.json()["code"] == "revoked"
+
+
+def test_disabled_account_and_deleted_key(backend, api, account):
+    assert api.get(URL).status_code == 200
+    account.is_active = False
+    account.save()
+    assert api.get(URL).json()["code"] == "inactive"
+    account.is_active = True
+    account.save()
+    assert api.get(URL).status_code == 200
+    APIKey.objects.all().delete()
+    assert api.get(URL).status_code == 401
+
+
+def test_expired_key(backend, account):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    key, raw_key = APIKey.objects.create_key(account=account, name="k")
+    client = key_client(raw_key)
+    assert client.get(URL).status_code == 200
+    key.expires_at = timezone.now() - timedelta(seconds=1)
+    key.save()
+    response = client.get(URL)
+    assert response.status_code == 401
+    assert response.json()["code"] == "expired"
+
+
+def test_steady_state_runs_no_sql(backend, api, django_assert_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    api.get(URL)  # Warm: resolves identity and policy.
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    from ratelimit_tiers.authentication import APIKeyAuthentication
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    class Plain(APIView):
+        authentication_classes = [APIKeyAuthentication]
+        throttle_classes = [TierRateThrottle]
+
+        def get(self, request):
+            return Response({})
+
+    header = api._credentials["HTTP_AUTHORIZATION"]
+    view = Plain.as_view()
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(5):
+            assert view(APIRequestFactory().get("/", HTTP_AUTHORIZATION=header)).status_code == 200
+    assert len(queries) == 0
+
+
+def test_requests_without_a_key_are_not_throttled_here(db, settings):
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    class Open(APIView):
+        authentication_classes = []
+        permission_classes = []
+        throttle_classes = [TierRateThrottle]
+
+        def get(self, request):
+            return Response({})
+
+    response = Open.as_view()(APIRequestFactory().get("/"))
+    assert response.status_code == 200
+    assert not hasattr(response.wsgi_request if hasattr(response, "wsgi_request") else response, "ratelimit")
+
+
+def test_exact_algorithm_on_locmem_falls_back_to_counter(api, free_tier):
+    free_tier.algorithm = "exact"
+    free_tier.limit = 1
+    free_tier.save()
+    assert [api.get(URL).status_code for _ in range(2)] == [200, 429]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("algorithm", ["exact", "counter"])
+def test_both_algorithms_on_redis(redis_cache, api, free_tier, algorithm):
+    free_tier.algorithm = algorithm
+    free_tier.limit = 3
+    free_tier.save()
+    statuses = [api.get(URL).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+UNREACHABLE = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "broken": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        # Port 1 on loopback: connection refused at once.
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
+    },
+}
+
+
+def test_store_outage_fails_open_by_default(settings, api, caplog):
+    settings.CACHES = UNREACHABLE
+    settings.RATELIMIT_TIERS_CACHE = "broken"
+    caplog.set_level("WARNING", logger="ratelimit_tiers")
+    from ratelimit_tiers import throttling
+
+    throttling._last_outage_log = 0.0
+    response = api.get(URL)
+    assert response.status_code == 200
+    assert "X-RateLimit-Limit" not in response  # Not invented when unknown.
+    assert "failing open" in caplog.text
+    api.get(URL)
+    assert caplog.text.count("failing open") == 1  # Not one warning per request.
+
+
+def test_store_outage_can_fail_closed(settings, api):
+    settings.CACHES = UNREACHABLE
+    settings.RATELIMIT_TIERS_CACHE = "broken"
+    settings.RATELIMIT_TIERS_FAIL_OPEN = False
+    response = api.get(URL)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json()["code"] == "ratelimit_unavailable"
+
+
+def test_locmem_backend_failure_is_not_counted_as_zero(api, monkeypatch):
+    # A backend that swallows errors (IGNORE_EXCEPTIONS) answers None: an outage.
+    monkeypatch.setattr(type(caches["default"]), "incr", lambda *a, **k: None)
+    response = api.get(URL)
+    assert response.status_code == 200
+    assert "X-RateLimit-Limit" not in response
