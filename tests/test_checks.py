@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+from django.core import checks
+
+
+def check_ids():
+    return sorted(m.id for m in checks.run_checks() if m.id and m.id.startswith("ratelimit_tiers"))
+
+
+def test_demo_settings_are_clean(settings):
+    settings.SILENCED_SYSTEM_CHECKS = []
+    assert check_ids() == ["ratelimit_tiers.W001"]  # LocMem is per process.
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("CACHE", 5, "E001"),
+        ("CACHE", "nope", "E002"),
+        ("FAIL_OPEN", "yes", "E003"),
+        ("ALGORITHM", "fixed", "E004"),
+        ("KEY_HEADER", "", "E005"),
+        ("KEY_KEYWORD", None, "E006"),
+        ("POLICY_TIMEOUT", 0, "E007"),
+        ("POLICY_TIMEOUT", True, "E007"),
+        ("STORAGE", "os.path", "E008"),
+        ("STORAGE", "no.such.Module", "E008"),
+    ],
+)
+def test_bad_settings_are_errors(settings, name, value, expected):
+    setattr(settings, f"RATELIMIT_TIERS_{name}", value)
+    assert f"ratelimit_tiers.{expected}" in check_ids()
+
+
+def test_custom_storage_path_is_accepted(settings):
+    settings.RATELIMIT_TIERS_STORAGE = "ratelimit_tiers.storage.cache.CacheStorage"
+    assert not [i for i in check_ids() if i.startswith("ratelimit_tiers.E")]
+
+
+def test_dummy_cache_is_an_error(settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    assert "ratelimit_tiers.E009" in check_ids()
+
+
+def test_missing_middleware_is_a_warning(settings):
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "ratelimit_tiers" not in m]
+    assert "ratelimit_tiers.W002" in check_ids()
