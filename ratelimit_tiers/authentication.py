@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
@@ -38,7 +38,7 @@ class KeyIdentity:
 
     key_id: int
     prefix: str
-    hashed_secret: str
+    hashed_secret: str = field(repr=False)
     account_id: int
     account_name: str
 
