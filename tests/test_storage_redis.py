@@ -1,0 +1,215 @@
+"""RedisStorage against a real redis-server: ring resizing, expiries, tight Retry-After, memory, cost."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django_redis import get_redis_connection
+from redis import Redis
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
+
+from ratelimit_tiers.algorithms import EXACT
+from ratelimit_tiers.authentication import APIKeyAuthentication
+from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.storage import get_storage
+from ratelimit_tiers.storage.base import bucket_key
+from ratelimit_tiers.throttling import TierRateThrottle
+from testproject.views import ItemViewSet
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db]
+
+URL = "/api/items/"
+
+
+def set_tier(tier, **fields):
+    for name, value in fields.items():
+        setattr(tier, name, value)
+    tier.save()  # Evicts the policies of the tier's keys.
+
+
+def ring(prefix, category="read"):
+    """(size, stamps from the oldest slot) of the key's exact-mode ring, read raw."""
+    from django.core.cache import caches
+
+    key = caches["default"].make_key(bucket_key(prefix, category, EXACT))
+    client = get_redis_connection("default")
+    head, size = client.execute_command("BITFIELD", key, "GET", "u48", "#0", "GET", "u48", "#1")
+    if size == 0:
+        return 0, []
+    args = []
+    for i in range(size):
+        args += ["GET", "u48", f"#{2 + (head + i) % size}"]
+    return size, list(client.execute_command("BITFIELD", key, *args))
+
+
+def admit_distinct(storage, prefix, count):
+    """Admit ``count`` requests at distinct milliseconds; return how many were admitted."""
+    admitted = 0
+    for _ in range(count):
+        outcome = storage.hit(prefix, "read")
+        assert outcome.decision is not None
+        admitted += outcome.decision.allowed
+        time.sleep(0.002)
+    return admitted
+
+
+def test_ring_shrinks_and_grows_keeping_the_newest_stamps(redis_cache, free_tier, raw_key):
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    set_tier(free_tier, limit=5)
+    assert admit_distinct(storage, prefix, 5) == 5
+    size, stamps = ring(prefix)
+    assert size == 5
+    assert stamps == sorted(stamps)
+    assert len(set(stamps)) == 5
+
+    set_tier(free_tier, limit=3)
+    outcome = storage.hit(prefix, "read")
+    assert outcome.decision is not None
+    assert not outcome.decision.allowed  # The three newest are still inside the window.
+    assert ring(prefix) == (3, stamps[2:])
+
+    set_tier(free_tier, limit=5)
+    decision = storage.peek(prefix, "read").decision
+    assert decision is not None
+    assert decision.allowed
+    assert decision.remaining == 2
+    assert ring(prefix) == (5, [0, 0, *stamps[2:]])  # Free slots are the "oldest".
+    assert admit_distinct(storage, prefix, 3) == 2
+    size, grown = ring(prefix)
+    assert size == 5
+    assert grown[:3] == stamps[2:]
+    assert grown == sorted(grown)
+    assert grown[3] > stamps[-1]
+
+
+def test_ring_shrinks_correctly_after_wrapping(redis_cache, free_tier, raw_key):
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    set_tier(free_tier, limit=3, window_seconds=1)
+    assert admit_distinct(storage, prefix, 3) == 3
+    time.sleep(1.05)  # All three leave the window; the next two overwrite slots 0 and 1.
+    assert admit_distinct(storage, prefix, 2) == 2
+    _size, stamps = ring(prefix)
+    assert stamps == sorted(stamps)
+
+    set_tier(free_tier, limit=2)
+    storage.peek(prefix, "read")
+    assert ring(prefix) == (2, stamps[1:])
+
+
+@pytest.mark.parametrize("algorithm", ["exact", "counter"])
+def test_every_key_written_has_an_expiry(redis_cache, free_tier, raw_key, algorithm):
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    set_tier(free_tier, limit=3, algorithm=algorithm)
+    for category in ("read", "write", "delete", "auth"):
+        for _ in range(5):  # Admissions and refusals.
+            storage.hit(prefix, category)
+    storage.peek(prefix, "read")
+    client = get_redis_connection("default")
+    keys = list(client.scan_iter("*"))
+    assert len(keys) == 5  # The policy and one bucket per category.
+    for key in keys:
+        assert client.pttl(key) > 0, key
+
+
+def test_retry_after_is_tight_in_exact_mode(redis_cache, free_tier, api):
+    set_tier(free_tier, limit=2, window_seconds=2, algorithm="exact")
+    assert api.get(URL).status_code == 200
+    assert api.get(URL).status_code == 200
+    refused = api.get(URL)
+    refused_at = time.monotonic()
+    assert refused.status_code == 429
+    retry_after = int(refused["Retry-After"])
+    assert retry_after == 2
+
+    time.sleep(retry_after - 1)
+    early = api.get(URL)
+    assert early.status_code == 429  # One second early is too early...
+    assert early["Retry-After"] == "1"
+
+    time.sleep(max(0.0, refused_at + retry_after - time.monotonic()))
+    assert api.get(URL).status_code == 200  # ...and waiting Retry-After is enough.
+
+
+def fill(storage, prefix, count):
+    for _ in range(count):
+        storage.hit(prefix, "read")
+
+
+def test_memory_of_a_full_5000_per_minute_key(redis_cache, free_tier, raw_key):
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    client = get_redis_connection("default")
+    from django.core.cache import caches
+
+    set_tier(free_tier, limit=5000, algorithm="exact")
+    fill(storage, prefix, 5001)
+    decision = storage.peek(prefix, "read").decision
+    assert decision is not None
+    assert not decision.allowed
+    key = caches["default"].make_key(bucket_key(prefix, "read", "exact"))
+    exact = client.memory_usage(key, samples=0)
+    assert exact <= 40 * 1024
+
+    set_tier(free_tier, algorithm="counter")
+    fill(storage, prefix, 5001)
+    decision = storage.peek(prefix, "read").decision
+    assert decision is not None
+    assert not decision.allowed
+    key = caches["default"].make_key(bucket_key(prefix, "read", "counter"))
+    counter = client.memory_usage(key, samples=0)
+    assert counter <= 200
+
+
+def client_commands(url, action):
+    """Commands clients other than Lua scripts sent to Redis while ``action`` ran (via MONITOR)."""
+    monitor_client, marker_client = Redis.from_url(url), Redis.from_url(url)
+    marker_client.ping()  # Connect (HELLO) before monitoring starts.
+    marker = f"rlt-test-end-{threading.get_ident()}"
+    seen = []
+    with monitor_client.monitor() as monitor:
+        action()
+        marker_client.echo(marker)
+        while True:
+            event = monitor.next_command()
+            if marker in event["command"]:
+                break
+            if event["client_type"] != "lua":
+                seen.append(event["command"].split()[0].upper())
+    monitor_client.close()
+    marker_client.close()
+    return seen
+
+
+@pytest.mark.parametrize("algorithm", ["exact", "counter"])
+def test_a_warm_check_is_one_round_trip_and_no_sql(redis_cache, free_tier, raw_key, algorithm):
+    set_tier(free_tier, algorithm=algorithm)
+    factory = APIRequestFactory()
+    view = ItemViewSet()
+    throttle = TierRateThrottle()
+
+    def check():
+        request = Request(
+            factory.get(URL, HTTP_AUTHORIZATION=f"Api-Key {raw_key}"),
+            authenticators=[APIKeyAuthentication()],
+            parser_context={"view": view},
+        )
+        assert request.auth is not None
+        assert throttle.allow_request(request, view)
+
+    check()  # Cold: loads the identity and the policy from the database.
+    stats = get_redis_connection("default")
+    before = stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    with CaptureQueriesContext(connection) as queries:
+        commands = client_commands(redis_cache, check)
+    after = stats.info("commandstats")["cmdstat_evalsha"]["calls"]
+    assert commands == ["EVALSHA"]
+    assert after - before == 1
+    assert len(queries) == 0
