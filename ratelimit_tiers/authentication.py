@@ -11,7 +11,10 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from ratelimit_tiers import crypto
+from ratelimit_tiers.breaker import guarded
+from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
+from ratelimit_tiers.exceptions import StorageUnavailable, StoreUnavailable
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.policies import ACTIVE
 
@@ -108,17 +111,22 @@ class APIKeyAuthentication(BaseAuthentication):
             return None
         parts = crypto.split_key(raw)
         if parts is None:
-            raise fail("malformed_key")
+            raise refuse(request, fail("malformed_key"))
         prefix, secret = parts
         identity = identities.get(prefix) or self._load(prefix)
         if identity is None or not crypto.verify_secret(secret, identity.hashed_secret):
-            raise fail("unknown_key")
+            raise refuse(request, fail("unknown_key"))
         if not self._throttled_by_tier(request):
             from ratelimit_tiers.storage import get_storage
 
-            state = get_storage().peek(prefix, "read").state
+            try:
+                state = guarded(lambda: get_storage().peek(prefix, "read").state)
+            except StorageUnavailable as exc:
+                if not conf.FAIL_OPEN:
+                    raise StoreUnavailable() from exc
+                state = ACTIVE  # Fail open, as the throttle does.
             if state != ACTIVE:
-                raise fail(state)
+                raise refuse(request, fail(state))
         return AccountUser(identity.account_id, identity.account_name), identity
 
     def authenticate_header(self, request: Request) -> str:
@@ -130,7 +138,7 @@ class APIKeyAuthentication(BaseAuthentication):
         if value is None:
             return None
         if len(value) > MAX_HEADER_LENGTH:
-            raise fail("malformed_key")
+            raise refuse(request, fail("malformed_key"))
         keyword = conf.KEY_KEYWORD
         if keyword:
             scheme, _sep, value = value.strip().partition(" ")

@@ -11,10 +11,13 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
-from ratelimit_tiers.algorithms import ALGORITHMS
+from ratelimit_tiers.algorithms import ALGORITHMS, parse_rate
 from ratelimit_tiers.conf import conf
 
 MIDDLEWARE_PATH = "ratelimit_tiers.middleware.RateLimitHeadersMiddleware"
+CLUSTER_STORAGE_PATH = "ratelimit_tiers.storage.cluster.RedisClusterStorage"
+REDIS_CACHE = "django_redis.cache.RedisCache"
+REDIS_TIMEOUTS = ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT")
 
 # Backends that cannot count at all, and ones that count per process or racily.
 BROKEN_CACHES = {
@@ -57,6 +60,39 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             cls = None
         if not (isinstance(cls, type) and issubclass(cls, Storage)):
             error(8, "RATELIMIT_TIERS_STORAGE must be the dotted path of a Storage subclass.", "Or None.")
+    errors += _check_resilience_settings()
+    return errors
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_resilience_settings() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+
+    def error(id_: int, msg: str, hint: str) -> None:
+        errors.append(Error(msg, hint=hint, id=f"ratelimit_tiers.E{id_:03d}"))
+
+    if not _is_int(conf.BREAKER_FAILURES, 0):
+        error(10, "RATELIMIT_TIERS_BREAKER_FAILURES must be a non-negative integer.", "E.g. 3; 0 disables.")
+    cooldown = conf.BREAKER_COOLDOWN
+    if not isinstance(cooldown, (int, float)) or isinstance(cooldown, bool) or cooldown <= 0:
+        error(11, "RATELIMIT_TIERS_BREAKER_COOLDOWN must be a positive number.", "Seconds, e.g. 5.")
+    rate = conf.INVALID_KEY_RATE
+    try:
+        valid_rate = rate is None or (isinstance(rate, str) and parse_rate(rate).limit > 0)
+    except ValueError:
+        valid_rate = False
+    if not valid_rate:
+        error(12, "RATELIMIT_TIERS_INVALID_KEY_RATE must be a rate or None.", 'E.g. "60/min".')
+    if not _is_int(conf.TRUSTED_PROXIES, 0):
+        error(13, "RATELIMIT_TIERS_TRUSTED_PROXIES must be a non-negative integer.", "0 without a proxy.")
+    cluster = conf.REDIS_CLUSTER
+    if not (cluster is None or isinstance(cluster, (str, dict))):
+        error(14, "RATELIMIT_TIERS_REDIS_CLUSTER must be a URL, a dict or None.", 'E.g. "redis://node:6379".')
+    elif cluster is None and conf.STORAGE == CLUSTER_STORAGE_PATH:
+        error(14, "RedisClusterStorage needs RATELIMIT_TIERS_REDIS_CLUSTER.", 'E.g. "redis://node:6379".')
     return errors
 
 
@@ -80,6 +116,17 @@ def check_cache(**kwargs: Any) -> list[CheckMessage]:
                 "so limits hold only within one process.",
                 hint="Use django_redis.cache.RedisCache in production.",
                 id="ratelimit_tiers.W001",
+            )
+        ]
+    options: Any = settings.CACHES[alias].get("OPTIONS") or {}
+    unbounded = [name for name in REDIS_TIMEOUTS if options.get(name) is None]
+    if backend == REDIS_CACHE and unbounded and conf.STORAGE != CLUSTER_STORAGE_PATH:
+        return [
+            Warning(
+                f"The rate-limit cache {alias!r} sets no {' or '.join(unbounded)}: "
+                "a Redis that stops answering stalls requests without bound.",
+                hint='Add e.g. "SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1 to its OPTIONS.',
+                id="ratelimit_tiers.W003",
             )
         ]
     return []

@@ -54,5 +54,30 @@ class Settings:
         """Seconds a resolved key policy lives in the store (saves also evict it)."""
         return self._get("POLICY_TIMEOUT", 300)  # type: ignore[no-any-return]
 
+    @property
+    def BREAKER_FAILURES(self) -> int:
+        """Consecutive store failures that open the circuit breaker; ``0`` disables it."""
+        return self._get("BREAKER_FAILURES", 3)  # type: ignore[no-any-return]
+
+    @property
+    def BREAKER_COOLDOWN(self) -> float:
+        """Seconds an open breaker skips the store before one probe may try it again."""
+        return self._get("BREAKER_COOLDOWN", 5)  # type: ignore[no-any-return]
+
+    @property
+    def INVALID_KEY_RATE(self) -> str | None:
+        """Rate (e.g. ``"60/min"``) of bad-key requests per client IP before 429; ``None``: no limit."""
+        return self._get("INVALID_KEY_RATE", "60/min")  # type: ignore[no-any-return]
+
+    @property
+    def TRUSTED_PROXIES(self) -> int:
+        """Number of proxies in front of the app whose ``X-Forwarded-For`` entries are trusted."""
+        return self._get("TRUSTED_PROXIES", 0)  # type: ignore[no-any-return]
+
+    @property
+    def REDIS_CLUSTER(self) -> str | dict[str, Any] | None:
+        """URL of a cluster node, or ``RedisCluster`` keyword arguments, for ``RedisClusterStorage``."""
+        return self._get("REDIS_CLUSTER", None)  # type: ignore[no-any-return]
+
 
 conf = Settings()

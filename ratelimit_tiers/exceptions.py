@@ -17,6 +17,10 @@ class StorageUnavailable(RatelimitTiersError):
     """The rate-limit store could not be reached or answered nonsense."""
 
 
+class CircuitOpen(StorageUnavailable):
+    """The store failed repeatedly and is being skipped for a cool-down (see ``breaker``)."""
+
+
 class RateLimited(Throttled):
     """429 whose JSON body says what the limit is and when to retry.
 

@@ -9,6 +9,8 @@ from rest_framework.throttling import BaseThrottle
 
 from ratelimit_tiers.algorithms import METHOD_CATEGORIES, READ, Decision
 from ratelimit_tiers.authentication import KeyIdentity, fail
+from ratelimit_tiers.breaker import guarded
+from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import RateLimited, StorageUnavailable, StoreUnavailable
 from ratelimit_tiers.policies import ACTIVE
@@ -38,12 +40,14 @@ class TierRateThrottle(BaseThrottle):
         identity = request.auth
         if not isinstance(identity, KeyIdentity):
             return True
+        storage, category = get_storage(), self.get_category(request, view)
         try:
-            outcome = get_storage().hit(identity.prefix, self.get_category(request, view))
+            outcome = guarded(lambda: storage.hit(identity.prefix, category))
         except StorageUnavailable as exc:
             return self.store_failed(exc)
         if outcome.state != ACTIVE:
-            raise fail(outcome.state)
+            # Revoked, expired...: limited per client network, never on the key's counter.
+            raise refuse(request, fail(outcome.state))
         decision = outcome.decision
         assert decision is not None
         setattr(request._request, REQUEST_ATTRIBUTE, decision)

@@ -11,6 +11,7 @@ import pytest
 from django.core.cache import caches
 from rest_framework.test import APIClient
 
+from ratelimit_tiers import breaker
 from ratelimit_tiers.authentication import identities
 from ratelimit_tiers.models import Account, APIKey, Tier
 
@@ -99,6 +100,7 @@ def redis_cache(redis_server: RedisServer, settings: pytest.FixtureRequest) -> I
 
 @pytest.fixture(autouse=True)
 def _fresh_state() -> Iterator[None]:
+    breaker.reset()
     identities.clear()
     caches["default"].clear()
     yield

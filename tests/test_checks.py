@@ -46,3 +46,60 @@ def test_dummy_cache_is_an_error(settings):
 def test_missing_middleware_is_a_warning(settings):
     settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "ratelimit_tiers" not in m]
     assert "ratelimit_tiers.W002" in check_ids()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("BREAKER_FAILURES", -1, "E010"),
+        ("BREAKER_FAILURES", "3", "E010"),
+        ("BREAKER_COOLDOWN", 0, "E011"),
+        ("BREAKER_COOLDOWN", True, "E011"),
+        ("INVALID_KEY_RATE", "lots", "E012"),
+        ("INVALID_KEY_RATE", "0/min", "E012"),
+        ("INVALID_KEY_RATE", 60, "E012"),
+        ("TRUSTED_PROXIES", -1, "E013"),
+        ("TRUSTED_PROXIES", "1", "E013"),
+        ("REDIS_CLUSTER", 7000, "E014"),
+        ("STORAGE", "ratelimit_tiers.storage.cluster.RedisClusterStorage", "E014"),
+    ],
+)
+def test_bad_resilience_settings_are_errors(settings, name, value, expected):
+    setattr(settings, f"RATELIMIT_TIERS_{name}", value)
+    assert f"ratelimit_tiers.{expected}" in check_ids()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BREAKER_FAILURES", 0),
+        ("BREAKER_COOLDOWN", 0.5),
+        ("INVALID_KEY_RATE", None),
+        ("INVALID_KEY_RATE", "100/10s"),
+        ("TRUSTED_PROXIES", 2),
+        ("REDIS_CLUSTER", {"startup_nodes": [("127.0.0.1", 7000)]}),
+    ],
+)
+def test_good_resilience_settings_pass(settings, name, value):
+    setattr(settings, f"RATELIMIT_TIERS_{name}", value)
+    assert not [i for i in check_ids() if i.startswith("ratelimit_tiers.E")]
+
+
+@pytest.mark.parametrize(
+    ("options", "warned"),
+    [
+        ({}, True),
+        ({"SOCKET_TIMEOUT": 0.1}, True),
+        ({"SOCKET_CONNECT_TIMEOUT": 0.1}, True),
+        ({"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1}, False),
+    ],
+)
+def test_redis_without_timeouts_is_a_warning(settings, options, warned):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": options,
+        }
+    }
+    assert ("ratelimit_tiers.W003" in check_ids()) is warned

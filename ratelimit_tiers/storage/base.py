@@ -5,7 +5,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ratelimit_tiers.algorithms import CATEGORIES, Decision
+from ratelimit_tiers.algorithms import CATEGORIES, Decision, Rate
 from ratelimit_tiers.exceptions import StorageUnavailable
 
 
@@ -64,6 +64,14 @@ class Storage(ABC):
     @abstractmethod
     def forget(self, prefixes: Iterable[str]) -> None:
         """Evict resolved policies, so the next check reloads them."""
+
+    def hit_rate(self, name: str, rate: Rate) -> Decision | None:
+        """Count one request in an ad-hoc bucket with a fixed ``rate`` (e.g. per client IP).
+
+        ``name`` must not look like a key prefix (use a ``"kind:"`` start).
+        Returns ``None`` when this storage cannot count such buckets.
+        """
+        return None
 
     def bucket_keys(self, prefix: str) -> list[str]:
         from ratelimit_tiers.algorithms import ALGORITHMS

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.cache import BaseCache, caches
 
-from ratelimit_tiers.algorithms import COUNTER, counter_decide
+from ratelimit_tiers.algorithms import COUNTER, READ, Decision, Rate, counter_decide
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.policies import ACTIVE, EXPIRED, Policy, load_policy
 from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_key, wrap_errors
@@ -70,9 +70,14 @@ class CacheStorage(Storage):
             return Outcome(policy.state)
         if policy.expires_at and now >= policy.expires_at * 1000:
             return Outcome(EXPIRED)
-        rate = policy.rate(category)
-        index = now // (rate.window * 1000)
         base = bucket_key(prefix, category, COUNTER)
+        return Outcome(ACTIVE, self._count(base, policy.rate(category), now, charge))
+
+    def hit_rate(self, name: str, rate: Rate) -> Decision:
+        return self._count(bucket_key(name, READ, COUNTER), rate, int(time.time() * 1000), charge=True)
+
+    def _count(self, base: str, rate: Rate, now: int, charge: bool) -> Decision:
+        index = now // (rate.window * 1000)
         current_key, previous_key = f"{base}:{index}", f"{base}:{index - 1}"
         with wrap_errors():
             previous = self._int(self.cache.get(previous_key, 0))
@@ -81,7 +86,7 @@ class CacheStorage(Storage):
                 decision = counter_decide(previous, current, now, rate)
                 if decision.allowed:
                     decision = dataclasses.replace(decision, remaining=decision.remaining + 1)
-                return Outcome(ACTIVE, decision)
+                return decision
             timeout = 2 * rate.window
             self.cache.add(current_key, 0, timeout)
             try:
@@ -92,7 +97,7 @@ class CacheStorage(Storage):
             decision = counter_decide(previous, current - 1, now, rate)
             if not decision.allowed:
                 self.cache.decr(current_key)
-        return Outcome(ACTIVE, decision)
+        return decision
 
     @staticmethod
     def _int(value: Any) -> int:

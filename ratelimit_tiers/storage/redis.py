@@ -8,9 +8,9 @@ from typing import Any
 from django.core.cache import caches
 from redis.exceptions import NoScriptError
 
-from ratelimit_tiers.algorithms import COUNTER, EXACT, Decision
+from ratelimit_tiers.algorithms import COUNTER, EXACT, READ, Decision, Rate
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.policies import ACTIVE, load_policy
+from ratelimit_tiers.policies import ACTIVE, Policy, load_policy
 from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_key, wrap_errors
 
 SCRIPT = (Path(__file__).parent / "scripts" / "hit.lua").read_bytes()
@@ -53,6 +53,19 @@ class RedisStorage(Storage):
             for key in keys:
                 pipe.delete(key)
             pipe.execute()
+
+    def hit_rate(self, name: str, rate: Rate) -> Decision:
+        # The bucket carries its own policy, installed by the same script call.
+        keys = [
+            self.make_key(policy_key(name)),
+            self.make_key(bucket_key(name, READ, EXACT)),
+            self.make_key(bucket_key(name, READ, COUNTER)),
+        ]
+        fields = Policy(ACTIVE, window=rate.window, limits={READ: rate.limit}).to_fields()
+        reply = self._run(keys, [READ, "1", rate.window, *[x for item in fields.items() for x in item]])
+        decision = self._outcome(reply).decision
+        assert decision is not None
+        return decision
 
     def _check(self, prefix: str, category: str, *, charge: bool) -> Outcome:
         keys = [

@@ -1,0 +1,134 @@
+"""A per-process circuit breaker in front of the rate-limit store.
+
+A dead Redis answers in milliseconds (connection refused), but one that is
+unreachable costs a socket timeout on every request. After
+``RATELIMIT_TIERS_BREAKER_FAILURES`` consecutive failures the breaker opens:
+for ``RATELIMIT_TIERS_BREAKER_COOLDOWN`` seconds every call fails at once with
+:class:`~ratelimit_tiers.exceptions.CircuitOpen` (so the fail-open or
+fail-closed policy applies without touching the network). Then one request,
+the probe, is let through: success closes the breaker, failure opens it for
+another cool-down. Requests arriving while the probe is in flight are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from ratelimit_tiers.conf import conf
+from ratelimit_tiers.exceptions import CircuitOpen, StorageUnavailable
+
+logger = logging.getLogger("ratelimit_tiers")
+
+T = TypeVar("T")
+
+
+class CircuitBreaker:
+    """Closed, open or half-open; thread-safe. Settings are read on each call."""
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probe_started: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` unless the breaker is open.
+
+        Raises :class:`CircuitOpen` without calling it while open, and
+        re-raises the :class:`StorageUnavailable` that ``function`` raises.
+        """
+        self._before()
+        try:
+            result = function()
+        except StorageUnavailable:
+            self._failed()
+            raise
+        except BaseException:
+            self._release()  # Not the store's fault (e.g. a database error): no verdict.
+            raise
+        self._succeeded()
+        return result
+
+    def _before(self) -> None:
+        with self._lock:
+            if self._opened_at is None:
+                return
+            now = self.clock()
+            cooldown = float(conf.BREAKER_COOLDOWN)
+            if now - self._opened_at < cooldown:
+                raise CircuitOpen(f"store skipped for {cooldown:g} s after repeated failures")
+            if self._probe_started is not None and now - self._probe_started < cooldown:
+                raise CircuitOpen("store skipped while a probe is in flight")
+            self._probe_started = now  # This call is the probe.
+
+    def _failed(self) -> None:
+        with self._lock:
+            self._failures += 1
+            threshold = conf.BREAKER_FAILURES
+            probing = self._probe_started is not None
+            self._probe_started = None
+            if threshold > 0 and (probing or self._failures >= threshold):
+                if self._opened_at is None:
+                    logger.warning(
+                        "Rate-limit store %r failed %d times in a row; skipping it for %g s.",
+                        self.name,
+                        self._failures,
+                        float(conf.BREAKER_COOLDOWN),
+                    )
+                self._opened_at = self.clock()
+
+    def _succeeded(self) -> None:
+        with self._lock:
+            if self._opened_at is not None:
+                logger.warning("Rate-limit store %r is back; limiting again.", self.name)
+            self._failures = 0
+            self._opened_at = None
+            self._probe_started = None
+
+    def _release(self) -> None:
+        with self._lock:
+            self._probe_started = None
+
+
+_breakers: dict[str, CircuitBreaker] = {}
+_registry_lock = threading.Lock()
+
+
+def get_breaker(alias: str | None = None) -> CircuitBreaker:
+    """The process's breaker for a cache alias (default ``RATELIMIT_TIERS_CACHE``)."""
+    alias = conf.CACHE if alias is None else alias
+    with _registry_lock:
+        breaker = _breakers.get(alias)
+        if breaker is None:
+            breaker = _breakers[alias] = CircuitBreaker(alias)
+        return breaker
+
+
+def guarded(function: Callable[[], T]) -> T:
+    """Call the store through the configured cache's breaker."""
+    return get_breaker().call(function)
+
+
+def reset() -> None:
+    """Forget every breaker's state (tests; a configuration change)."""
+    with _registry_lock:
+        _breakers.clear()
+
+
+@receiver(setting_changed, dispatch_uid="rlt_breaker_setting_changed")
+def _reset(setting: str, **kwargs: Any) -> None:
+    if setting == "CACHES" or setting.startswith("RATELIMIT_TIERS_"):
+        reset()
