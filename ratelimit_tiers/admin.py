@@ -1,15 +1,61 @@
 from __future__ import annotations
 
+import math
+import time
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Count, QuerySet
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from ratelimit_tiers.algorithms import CATEGORIES
+from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
-from ratelimit_tiers.models import Account, APIKey, Tier
+from ratelimit_tiers.models import KEY_ACTIVE, KEY_EXPIRED, KEY_REVOKED, KEY_ROTATING, Account, APIKey, Tier
 from ratelimit_tiers.storage import get_storage
+
+STATUS_LABELS = {
+    KEY_ACTIVE: _("active"),
+    KEY_ROTATING: _("rotating"),
+    KEY_EXPIRED: _("expired"),
+    KEY_REVOKED: _("revoked"),
+}
+STATUS_COLORS = {KEY_ACTIVE: "#2e7d32", KEY_ROTATING: "#b26a00", KEY_EXPIRED: "#777", KEY_REVOKED: "#c62828"}
+
+
+def live_usage(prefix: str) -> SafeString:
+    """The key's usage per category in the current window, read from the limiter store (no SQL when warm)."""
+    storage = get_storage()
+    rows = []
+    try:
+        for category in CATEGORIES:
+            outcome = storage.peek(prefix, category)
+            decision = outcome.decision
+            if decision is None:
+                return format_html("<em>{}</em>", STATUS_LABELS.get(outcome.state, outcome.state))
+            rows.append(
+                (
+                    category,
+                    decision.limit - decision.remaining,
+                    decision.limit,
+                    decision.remaining,
+                    max(0, math.ceil(decision.reset_at - time.time())),
+                )
+            )
+    except StorageUnavailable:
+        return format_html("<em>{}</em>", gettext("rate-limit store unavailable"))
+    return format_html_join(
+        "",
+        '<div class="rlt-usage">{}: {} / {} used, {} left, resets in {} s</div>',
+        rows,
+    )
 
 
 @admin.register(Tier)
@@ -23,11 +69,14 @@ class TierAdmin(admin.ModelAdmin):
         "delete_limit",
         "auth_limit",
         "algorithm",
+        "shadow",
+        "account_count",
     ]
     list_editable = ["limit"]
+    list_filter = ["shadow", "algorithm"]
     search_fields = ["name"]
     fieldsets = [
-        (None, {"fields": ["name", "description", "limit", "window_seconds", "algorithm"]}),
+        (None, {"fields": ["name", "description", "limit", "window_seconds", "algorithm", "shadow"]}),
         (
             _("Per-category limits"),
             {
@@ -37,11 +86,19 @@ class TierAdmin(admin.ModelAdmin):
         ),
     ]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tier]:
+        queryset: QuerySet[Tier] = super().get_queryset(request)
+        return queryset.annotate(_account_count=Count("accounts"))
+
+    @admin.display(description=_("accounts"), ordering="_account_count")
+    def account_count(self, obj: Any) -> int:
+        return int(obj._account_count)
+
 
 class APIKeyInline(admin.TabularInline):
     model = APIKey
-    fields = ["name", "prefix", "created", "last_used", "expires_at", "revoked"]
-    readonly_fields = ["name", "prefix", "created", "last_used", "expires_at", "revoked"]
+    fields = ["name", "prefix", "status", "usage", "last_used", "expires_at"]
+    readonly_fields = ["name", "prefix", "status", "usage", "last_used", "expires_at"]
     extra = 0
     can_delete = False
     show_change_link = True
@@ -49,12 +106,51 @@ class APIKeyInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # Keys are issued from the API key page, which shows the secret once.
 
+    @admin.display(description=_("status"))
+    def status(self, obj: APIKey) -> SafeString:
+        return status_badge(obj)
+
+    @admin.display(description=_("usage in the current window"))
+    def usage(self, obj: APIKey) -> SafeString:
+        return live_usage(obj.prefix)
+
+
+def status_badge(key: APIKey) -> SafeString:
+    status = key.status
+    return format_html(
+        '<span class="rlt-status rlt-status-{}" style="color: {}; font-weight: bold">{}</span>',
+        status,
+        STATUS_COLORS[status],
+        STATUS_LABELS[status],
+    )
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = _("status")
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return list(STATUS_LABELS.items())
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> QuerySet[APIKey]:
+        now = timezone.now()
+        expired = Q(expires_at__isnull=False, expires_at__lte=now)
+        live = Q(revoked=False) & ~expired
+        filters = {
+            KEY_REVOKED: Q(revoked=True),
+            KEY_EXPIRED: Q(revoked=False) & expired,
+            KEY_ROTATING: live & Q(rotated_to__isnull=False),
+            KEY_ACTIVE: live & Q(rotated_to__isnull=True),
+        }
+        value = self.value()
+        return queryset.filter(filters[value]) if value in filters else queryset
+
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     list_display = ["name", "tier", "limit_override", "is_active", "key_count", "created"]
-    list_filter = ["tier", "is_active"]
-    search_fields = ["name"]
+    list_filter = ["tier", "is_active", "tier__shadow"]
+    search_fields = ["name", "api_keys__prefix", "api_keys__name"]
     inlines = [APIKeyInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
@@ -72,17 +168,41 @@ class APIKeyAdmin(admin.ModelAdmin):
         "name",
         "prefix",
         "account",
+        "status",
         "created",
         "last_used",
         "expires_at",
         "has_expired",
-        "revoked",
     ]
-    list_filter = ["revoked", "account__tier"]
+    list_filter = [StatusFilter, "revoked", "account__tier"]
     search_fields = ["name", "prefix", "account__name"]
     list_select_related = ["account"]
-    readonly_fields = ["prefix", "created", "last_used"]
-    actions = ["revoke_keys", "reset_counters"]
+    readonly_fields = ["prefix", "status", "created", "last_used", "rotated_to", "usage"]
+    actions = ["revoke_keys", "rotate_keys", "reset_counters"]
+
+    @admin.display(description=_("status"))
+    def status(self, obj: APIKey) -> SafeString:
+        return status_badge(obj)
+
+    @admin.display(description=_("usage in the current window"))
+    def usage(self, obj: APIKey) -> SafeString:
+        return live_usage(obj.prefix)
+
+    def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> Any:
+        if obj is None:  # Adding: the prefix, hash and status do not exist yet.
+            return ["account", "name", "expires_at"]
+        return [
+            "account",
+            "name",
+            "prefix",
+            "status",
+            "usage",
+            "created",
+            "last_used",
+            "expires_at",
+            "revoked",
+            "rotated_to",
+        ]
 
     @admin.display(description=_("expired"), boolean=True)
     def has_expired(self, obj: APIKey) -> bool:
@@ -116,6 +236,24 @@ class APIKeyAdmin(admin.ModelAdmin):
             key.save(update_fields=["revoked"])  # save(), not update(): evicts the cached policy.
             count += 1
         self.message_user(request, _("Revoked %(count)d key(s).") % {"count": count}, messages.SUCCESS)
+
+    @admin.action(description=_("Rotate selected keys (the old ones keep working for the grace period)"))
+    def rotate_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+        grace = timedelta(seconds=conf.ROTATION_GRACE)
+        for key in queryset.select_related("account"):
+            try:
+                new_key, raw_key = key.rotate(grace)
+            except ValidationError as exc:
+                self.message_user(request, f"{key.prefix}: {' '.join(exc.messages)}", messages.ERROR)
+                continue
+            messages.warning(
+                request,
+                _(
+                    "Rotated %(old)s. The new API key for %(name)s is: %(key)s. Copy it now: it will not be "
+                    "shown again. The old key works until %(until)s."
+                )
+                % {"old": key.prefix, "name": new_key.name, "key": raw_key, "until": key.expires_at},
+            )
 
     @admin.action(description=_("Reset the rate-limit counters of selected keys"))
     def reset_counters(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+
 from django.apps import AppConfig
 from django.core import checks
 from django.utils.translation import gettext_lazy as _
@@ -17,3 +19,6 @@ class RatelimitTiersConfig(AppConfig):
         checks.register(rlt_checks.check_settings)
         checks.register(rlt_checks.check_cache, checks.Tags.caches)
         checks.register(rlt_checks.check_middleware)
+        checks.register(rlt_checks.check_surface_settings)
+        if importlib.util.find_spec("drf_spectacular") is not None:
+            from ratelimit_tiers import openapi  # noqa: F401 - registers the schema extension.

@@ -15,6 +15,7 @@ from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable, StoreUnavailable
+from ratelimit_tiers.last_used import record as record_use
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.policies import ACTIVE
 
@@ -127,6 +128,7 @@ class APIKeyAuthentication(BaseAuthentication):
                 state = ACTIVE  # Fail open, as the throttle does.
             if state != ACTIVE:
                 raise refuse(request, fail(state))
+        record_use(identity.key_id, prefix)
         return AccountUser(identity.account_id, identity.account_name), identity
 
     def authenticate_header(self, request: Request) -> str:

@@ -142,3 +142,49 @@ def check_middleware(**kwargs: Any) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+def check_surface_settings(**kwargs: Any) -> list[CheckMessage]:
+    """Settings of the client-facing surface: headers, rotation, shadow mode, signals."""
+    errors: list[CheckMessage] = []
+    if not isinstance(conf.IETF_HEADERS, bool):
+        errors.append(
+            Error(
+                "RATELIMIT_TIERS_IETF_HEADERS must be a bool.",
+                hint="Use True or False.",
+                id="ratelimit_tiers.E020",
+            )
+        )
+    grace = conf.ROTATION_GRACE
+    if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
+        errors.append(
+            Error(
+                "RATELIMIT_TIERS_ROTATION_GRACE must be a non-negative integer.",
+                hint="Seconds a rotated key keeps working, e.g. 86400.",
+                id="ratelimit_tiers.E021",
+            )
+        )
+    if not isinstance(conf.SHADOW, bool):
+        errors.append(
+            Error(
+                "RATELIMIT_TIERS_SHADOW must be a bool.", hint="Use True or False.", id="ratelimit_tiers.E022"
+            )
+        )
+    ratio = conf.QUOTA_WARNING_RATIO
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 <= ratio <= 1:
+        errors.append(
+            Error(
+                "RATELIMIT_TIERS_QUOTA_WARNING_RATIO must be a number from 0 to 1.",
+                hint="E.g. 0.1: quota_low fires when 10% or less of the limit remains.",
+                id="ratelimit_tiers.E023",
+            )
+        )
+    if conf.SHADOW is True:
+        errors.append(
+            Warning(
+                "RATELIMIT_TIERS_SHADOW is on: no request is ever refused for its rate.",
+                hint="Use it to try limits; turn it off to enforce them.",
+                id="ratelimit_tiers.W020",
+            )
+        )
+    return errors

@@ -55,6 +55,26 @@ class Settings:
         return self._get("POLICY_TIMEOUT", 300)  # type: ignore[no-any-return]
 
     @property
+    def IETF_HEADERS(self) -> bool:
+        """Also send the IETF draft's ``RateLimit-Policy`` and ``RateLimit`` fields."""
+        return self._get("IETF_HEADERS", False)  # type: ignore[no-any-return]
+
+    @property
+    def ROTATION_GRACE(self) -> int:
+        """Seconds a rotated key keeps working beside its replacement."""
+        return self._get("ROTATION_GRACE", 86400)  # type: ignore[no-any-return]
+
+    @property
+    def SHADOW(self) -> bool:
+        """Shadow mode for every tier: count and send headers, but never refuse."""
+        return self._get("SHADOW", False)  # type: ignore[no-any-return]
+
+    @property
+    def QUOTA_WARNING_RATIO(self) -> float:
+        """Send ``quota_low`` when ``remaining`` drops to this fraction of the limit or below."""
+        return self._get("QUOTA_WARNING_RATIO", 0.1)  # type: ignore[no-any-return]
+
+    @property
     def BREAKER_FAILURES(self) -> int:
         """Consecutive store failures that open the circuit breaker; ``0`` disables it."""
         return self._get("BREAKER_FAILURES", 3)  # type: ignore[no-any-return]

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -12,7 +12,12 @@ from ratelimit_tiers import crypto
 from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
+
+KEY_ACTIVE = "active"
+KEY_ROTATING = "rotating"
+KEY_EXPIRED = "expired"
+KEY_REVOKED = "revoked"
 
 ALGORITHM_CHOICES = [("", _("Default (RATELIMIT_TIERS_ALGORITHM)"))] + [(a, a) for a in ALGORITHMS]
 
@@ -33,6 +38,11 @@ class Tier(models.Model):
         _("algorithm"), max_length=16, choices=ALGORITHM_CHOICES, blank=True, default=""
     )
     description = models.CharField(_("description"), max_length=255, blank=True)
+    shadow = models.BooleanField(
+        _("shadow mode"),
+        default=False,
+        help_text=_("Count and send headers but never refuse; log the requests that would be refused."),
+    )
 
     class Meta:
         ordering = ["limit", "name"]
@@ -110,6 +120,16 @@ class APIKey(models.Model):
     revoked = models.BooleanField(
         _("revoked"), default=False, help_text=_("A revoked key stops working at once, for good.")
     )
+    rotated_to = models.OneToOneField(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="rotated_from",
+        verbose_name=_("rotated to"),
+        help_text=_("The key that replaced this one; this one works until it expires."),
+    )
 
     objects: ClassVar[APIKeyManager] = APIKeyManager()
 
@@ -130,6 +150,41 @@ class APIKey(models.Model):
     @property
     def has_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def status(self) -> str:
+        """``"revoked"``, ``"expired"``, ``"rotating"`` (replaced, in its grace period) or ``"active"``."""
+        if self.revoked:
+            return KEY_REVOKED
+        if self.has_expired:
+            return KEY_EXPIRED
+        if self.rotated_to_id is not None:
+            return KEY_ROTATING
+        return KEY_ACTIVE
+
+    def rotate(self, grace: timedelta) -> tuple[APIKey, str]:
+        """Issue a new key for the same account and name; this one expires after ``grace``.
+
+        Returns the new key and its raw value, which is never stored. Raises
+        ``ValidationError`` for a revoked key or one already rotated.
+        """
+        with transaction.atomic():
+            key = APIKey.objects.select_for_update().get(pk=self.pk)
+            if key.revoked:
+                raise ValidationError(_("A revoked key cannot be rotated."))
+            if key.rotated_to_id is not None:
+                raise ValidationError(_("This key has already been rotated."))
+            now = timezone.now()
+            keeps_expiry = key.expires_at is not None and key.expires_at > now + grace
+            new_key, raw_key = APIKey.objects.create_key(
+                account_id=key.account_id, name=key.name, expires_at=key.expires_at if keeps_expiry else None
+            )
+            end = now + grace
+            key.expires_at = end if key.expires_at is None else min(key.expires_at, end)
+            key.rotated_to = new_key
+            key.save(update_fields=["expires_at", "rotated_to"])  # save(): evicts the cached policy.
+        self.expires_at, self.rotated_to = key.expires_at, new_key
+        return new_key, raw_key
 
     def clean(self) -> None:
         if self.pk is not None and not self.revoked and self._stored_revoked():

@@ -14,12 +14,15 @@ from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import RateLimited, StorageUnavailable, StoreUnavailable
 from ratelimit_tiers.policies import ACTIVE
+from ratelimit_tiers.signals import check_quota, send_refused
 from ratelimit_tiers.storage import get_storage
 
 logger = logging.getLogger("ratelimit_tiers")
 
 #: Attribute of the Django ``HttpRequest`` holding the :class:`Decision` for the middleware.
 REQUEST_ATTRIBUTE = "ratelimit"
+#: Attribute of the Django ``HttpRequest`` holding the decision's endpoint category.
+CATEGORY_ATTRIBUTE = "ratelimit_category"
 
 _last_outage_log = 0.0
 
@@ -51,8 +54,12 @@ class TierRateThrottle(BaseThrottle):
         decision = outcome.decision
         assert decision is not None
         setattr(request._request, REQUEST_ATTRIBUTE, decision)
+        setattr(request._request, CATEGORY_ATTRIBUTE, category)
         if not decision.allowed:
+            if send_refused(type(self), request._request, identity.prefix, category, decision):
+                return True  # Shadow mode: counted, logged and signalled, never refused.
             raise RateLimited(decision)
+        check_quota(type(self), request._request, identity.prefix, category, decision)
         return True
 
     def get_category(self, request: Request, view: Any) -> str:

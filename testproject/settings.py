@@ -19,6 +19,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "ratelimit_tiers",
     "testproject",
 ]
@@ -78,6 +79,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["ratelimit_tiers.authentication.APIKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": ["ratelimit_tiers.throttling.TierRateThrottle"],
+    "DEFAULT_SCHEMA_CLASS": "ratelimit_tiers.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 

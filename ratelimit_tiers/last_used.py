@@ -1,0 +1,44 @@
+"""``APIKey.last_used``, written at most about once a minute per key, never per request."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from django.core.cache import caches
+from django.utils import timezone
+
+from ratelimit_tiers.conf import conf
+from ratelimit_tiers.models import APIKey
+
+#: Seconds between two writes of a key's ``last_used``.
+INTERVAL = 60
+
+# Per process: prefix -> monotonic time of its last look at the shared marker.
+# Keeps the warm path free of store round trips too, not only of SQL.
+_seen: dict[str, float] = {}
+_lock = threading.Lock()
+
+
+def record(key_id: int, prefix: str) -> None:
+    """Note that the key was used; one process per minute wins and runs one ``UPDATE``."""
+    now = time.monotonic()
+    with _lock:
+        if now - _seen.get(prefix, -INTERVAL) < INTERVAL:
+            return
+        if len(_seen) >= 100_000:
+            _seen.clear()
+        _seen[prefix] = now
+    try:
+        # The shared marker makes it once a minute across processes, not once per process.
+        first = caches[conf.CACHE].add(f"rlt:{{{prefix}}}:used", 1, INTERVAL)
+    except Exception:  # A store outage must not fail the request for a timestamp.
+        return
+    if first:
+        APIKey.objects.filter(pk=key_id).update(last_used=timezone.now())
+
+
+def forget() -> None:
+    """Drop this process's memory of recent writes (tests)."""
+    with _lock:
+        _seen.clear()

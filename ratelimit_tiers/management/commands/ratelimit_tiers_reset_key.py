@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ratelimit_tiers.exceptions import StorageUnavailable
+from ratelimit_tiers.management.keys import get_key
+from ratelimit_tiers.storage import get_storage
+
+
+class Command(BaseCommand):
+    help = (
+        "Reset the rate-limit counters of the API key with this PREFIX in every category, so its next "
+        "requests start from a full quota. Its limits and status do not change."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("prefix", help="The key's 12-character public prefix.")
+
+    def handle(self, *args: Any, prefix: str, **options: Any) -> None:
+        key = get_key(prefix)
+        try:
+            get_storage().clear(key.prefix)
+        except StorageUnavailable as exc:
+            raise CommandError(f"The rate-limit store is unavailable: {exc}") from exc
+        self.stdout.write(f"Reset the counters of {key.prefix} ({key.name}) of {key.account.name}.")

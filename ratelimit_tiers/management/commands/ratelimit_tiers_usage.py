@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ratelimit_tiers.algorithms import CATEGORIES
+from ratelimit_tiers.exceptions import StorageUnavailable
+from ratelimit_tiers.models import Account, APIKey
+from ratelimit_tiers.storage import get_storage
+
+COLUMNS = ("account", "key", "name", "status", "category", "limit", "remaining", "reset")
+
+
+class Command(BaseCommand):
+    help = (
+        "Show each API key's usage in its current window, per endpoint category, as the limiter "
+        "store sees it right now: limit, remaining, and seconds until remaining grows (reset). "
+        "Nothing is counted by looking."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--account", metavar="NAME", help="Only this account's keys.")
+
+    def handle(self, *args: Any, account: str | None, **options: Any) -> None:
+        keys = APIKey.objects.select_related("account").order_by("account__name", "created")
+        if account is not None:
+            if not Account.objects.filter(name=account).exists():
+                raise CommandError(f"Unknown account {account!r}.")
+            keys = keys.filter(account__name=account)
+        storage = get_storage()
+        rows: list[tuple[str, ...]] = []
+        try:
+            for key in keys:
+                for category in CATEGORIES:
+                    outcome = storage.peek(key.prefix, category)
+                    decision = outcome.decision
+                    base = (key.account.name, key.prefix, key.name, key.status, category)
+                    if decision is None:
+                        rows.append((*base, "-", "-", "-"))
+                        continue
+                    reset = max(0, math.ceil(decision.reset_at - time.time()))
+                    rows.append((*base, str(decision.limit), str(decision.remaining), f"{reset}s"))
+        except StorageUnavailable as exc:
+            raise CommandError(f"The rate-limit store is unavailable: {exc}") from exc
+        if not rows:
+            self.stdout.write("No API keys.")
+            return
+        widths = [max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+        for row in [COLUMNS, *rows]:
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            self.stdout.write("  ".join(cells).rstrip())

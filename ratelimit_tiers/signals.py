@@ -1,0 +1,84 @@
+"""Signals for metrics and alerts, and the structured log lines sent with them.
+
+Both are sent by :class:`~ratelimit_tiers.throttling.TierRateThrottle` with
+``sender=TierRateThrottle`` and these keyword arguments:
+
+``request_throttled``
+    ``request`` (the Django ``HttpRequest``), ``prefix`` (the key's public
+    prefix), ``tier`` (its tier's name), ``category``, ``decision`` (the
+    :class:`~ratelimit_tiers.algorithms.Decision`) and ``shadow`` (``True``
+    when shadow mode let the request through).
+``quota_low``
+    The same minus ``shadow``, for an admitted request that left
+    ``decision.remaining`` at or below ``RATELIMIT_TIERS_QUOTA_WARNING_RATIO``
+    of the limit. Sent for every such request: dedupe in the receiver (e.g.
+    with ``cache.add``) to alert once per window.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.dispatch import Signal
+
+from ratelimit_tiers.algorithms import Decision
+from ratelimit_tiers.conf import conf
+from ratelimit_tiers.policies import tier_of
+
+logger = logging.getLogger("ratelimit_tiers")
+
+request_throttled = Signal()
+quota_low = Signal()
+
+
+def send_refused(sender: type, request: Any, prefix: str, category: str, decision: Decision) -> bool:
+    """Log and signal a refusal; return ``True`` when shadow mode admits the request anyway."""
+    tier, tier_shadow = tier_of(prefix)
+    shadow = bool(conf.SHADOW or tier_shadow)
+    fields = _fields(prefix, tier, category, decision)
+    fields["shadow"] = shadow
+    logger.info(
+        "ratelimit event=%s prefix=%s tier=%s category=%s limit=%d window=%d retry_after=%d",
+        "shadow_refusal" if shadow else "throttled",
+        prefix,
+        tier,
+        category,
+        decision.limit,
+        decision.window,
+        decision.retry_after,
+        extra={"ratelimit": fields},
+    )
+    request_throttled.send(
+        sender, request=request, prefix=prefix, tier=tier, category=category, decision=decision, shadow=shadow
+    )
+    return shadow
+
+
+def check_quota(sender: type, request: Any, prefix: str, category: str, decision: Decision) -> None:
+    """Send ``quota_low`` if the admitted request left the key near its limit."""
+    if decision.remaining > conf.QUOTA_WARNING_RATIO * decision.limit or not quota_low.has_listeners(sender):
+        return
+    tier = tier_of(prefix)[0]
+    logger.debug(
+        "ratelimit event=quota_low prefix=%s tier=%s category=%s limit=%d remaining=%d",
+        prefix,
+        tier,
+        category,
+        decision.limit,
+        decision.remaining,
+        extra={"ratelimit": _fields(prefix, tier, category, decision)},
+    )
+    quota_low.send(sender, request=request, prefix=prefix, tier=tier, category=category, decision=decision)
+
+
+def _fields(prefix: str, tier: str, category: str, decision: Decision) -> dict[str, Any]:
+    return {
+        "prefix": prefix,
+        "tier": tier,
+        "category": category,
+        "limit": decision.limit,
+        "window": decision.window,
+        "remaining": decision.remaining,
+        "reset": decision.reset_at,
+    }

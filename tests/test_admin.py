@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.messages import get_messages
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from ratelimit_tiers.models import APIKey, Tier
+
+URL = "/api/items/"
+
+
+def key_client(raw_key):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
+    return client
+
+
+def messages_of(response):
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def act(admin_client, action, *keys):
+    return admin_client.post(
+        "/admin/ratelimit_tiers/apikey/",
+        {"action": action, "_selected_action": [k.pk for k in keys]},
+        follow=True,
+    )
+
+
+def test_tier_list_shows_limits_shadow_and_account_count(admin_client, account):
+    Tier.objects.filter(name="Pro").update(read_limit=900, shadow=True)
+    page = admin_client.get("/admin/ratelimit_tiers/tier/").content.decode()
+    for text in ["Free", "Pro", "900", "Enterprise", "Shadow mode", "Accounts"]:
+        assert text in page
+    assert admin_client.get("/admin/ratelimit_tiers/tier/?shadow__exact=1").context["cl"].result_count == 1
+
+
+def test_account_page_shows_key_count_and_live_usage(admin_client, account, raw_key):
+    api = key_client(raw_key)
+    for _ in range(3):
+        assert api.get(URL).status_code == 200
+    listing = admin_client.get("/admin/ratelimit_tiers/account/")
+    assert "acme" in listing.content.decode()
+    row = listing.context["cl"].result_list[0]
+    assert row._key_count == 1
+
+    page = admin_client.get(f"/admin/ratelimit_tiers/account/{account.pk}/change/").content.decode()
+    assert "read: 3 / 60 used, 57 left, resets in" in page
+    assert "write: 0 / 60 used, 60 left" in page
+    assert "rlt-status-active" in page
+
+
+def test_account_search_and_filters(admin_client, account, raw_key):
+    prefix = raw_key.split(".")[0]
+    found = admin_client.get(f"/admin/ratelimit_tiers/account/?q={prefix}")
+    assert [a.name for a in found.context["cl"].result_list] == ["acme"]
+    assert admin_client.get("/admin/ratelimit_tiers/account/?q=nobody").context["cl"].result_count == 0
+    inactive = admin_client.get("/admin/ratelimit_tiers/account/?is_active__exact=0")
+    assert inactive.context["cl"].result_count == 0
+
+
+def test_usage_reads_the_store_without_sql_once_warm(admin_client, api, account, django_assert_num_queries):
+    from ratelimit_tiers.admin import live_usage
+
+    prefix = APIKey.objects.get().prefix
+    api.get(URL)
+    live_usage(prefix)  # Warm: the policy is cached by the first request anyway.
+    with django_assert_num_queries(0):
+        html = live_usage(prefix)
+    assert "read: 1 / 60 used" in html
+
+
+def test_key_list_shows_status_and_filters_by_it(admin_client, account):
+    APIKey.objects.create_key(account=account, name="active")
+    APIKey.objects.create_key(account=account, name="revoked", revoked=True)
+    APIKey.objects.create_key(
+        account=account, name="expired", expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    rotating, _ = APIKey.objects.create_key(account=account, name="rotating")
+    rotating.rotate(timedelta(hours=1))
+    page = admin_client.get("/admin/ratelimit_tiers/apikey/").content.decode()
+    for status in ["active", "revoked", "expired", "rotating"]:
+        assert f"rlt-status-{status}" in page
+
+    def names(status):
+        response = admin_client.get(f"/admin/ratelimit_tiers/apikey/?status={status}")
+        return sorted(k.name for k in response.context["cl"].result_list)
+
+    assert names("revoked") == ["revoked"]
+    assert names("expired") == ["expired"]
+    assert names("rotating") == ["rotating"]
+    assert names("active") == ["active", "rotating"]  # The replacement keeps the name.
+
+
+def test_creating_a_key_shows_the_secret_once(admin_client, account):
+    response = admin_client.post(
+        "/admin/ratelimit_tiers/apikey/add/",
+        {"account": account.pk, "name": "ci", "expires_at": ""},
+        follow=True,
+    )
+    [message] = [m for m in messages_of(response) if "Copy it now" in m]
+    key = APIKey.objects.get(name="ci")
+    raw_key = message.split("is: ")[1].split(". Copy")[0]
+    assert raw_key.startswith(key.prefix + ".")
+    assert "will not be shown again" in message
+    assert key_client(raw_key).get(URL).status_code == 200
+    again = admin_client.get(f"/admin/ratelimit_tiers/apikey/{key.pk}/change/").content.decode()
+    assert raw_key not in again
+    assert raw_key.split(".")[1] not in again
+
+
+def test_add_form_has_no_revoked_box(admin_client, account):
+    page = admin_client.get("/admin/ratelimit_tiers/apikey/add/").content.decode()
+    assert 'name="revoked"' not in page
+    assert 'name="expires_at_0"' in page
+
+
+def test_revoke_action(admin_client, account, raw_key):
+    key = APIKey.objects.get()
+    api = key_client(raw_key)
+    assert api.get(URL).status_code == 200
+    response = act(admin_client, "revoke_keys", key)
+    assert "Revoked 1 key(s)." in messages_of(response)
+    assert api.get(URL).json()["code"] == "revoked"
+
+
+def test_rotate_action_keeps_both_keys_working_during_the_grace(admin_client, account, raw_key, settings):
+    settings.RATELIMIT_TIERS_ROTATION_GRACE = 3600
+    old = APIKey.objects.get()
+    response = act(admin_client, "rotate_keys", old)
+    [message] = messages_of(response)
+    new_raw = message.split("is: ")[1].split(". Copy")[0]
+    old.refresh_from_db()
+    new = old.rotated_to
+    assert new is not None and new_raw.startswith(new.prefix + ".")
+    assert (new.account, new.name, new.expires_at) == (old.account, old.name, None)
+    assert timedelta(minutes=59) < old.expires_at - timezone.now() <= timedelta(hours=1)
+    assert old.status == "rotating" and new.status == "active"
+    assert key_client(raw_key).get(URL).status_code == 200
+    assert key_client(new_raw).get(URL).status_code == 200
+
+    # Rotating it again is refused; a revoked key cannot be rotated either.
+    assert "already been rotated" in messages_of(act(admin_client, "rotate_keys", old))[0]
+    new.revoked = True
+    new.save()
+    assert "revoked key cannot be rotated" in messages_of(act(admin_client, "rotate_keys", new))[0]
+
+
+def test_rotated_key_stops_after_the_grace(account, raw_key):
+    old = APIKey.objects.get()
+    _new, new_raw = old.rotate(timedelta(0))
+    assert key_client(raw_key).get(URL).json()["code"] == "expired"
+    assert key_client(new_raw).get(URL).status_code == 200
+    old.refresh_from_db()
+    assert old.status == "expired"
+
+
+def test_rotation_never_extends_an_earlier_expiry(account):
+    soon = timezone.now() + timedelta(minutes=5)
+    key, _ = APIKey.objects.create_key(account=account, name="short", expires_at=soon)
+    new, _ = key.rotate(timedelta(days=1))
+    key.refresh_from_db()
+    assert key.expires_at == soon
+    assert new.expires_at is None
+    later = timezone.now() + timedelta(days=30)
+    long_lived, _ = APIKey.objects.create_key(account=account, name="long", expires_at=later)
+    assert long_lived.rotate(timedelta(days=1))[0].expires_at == later  # The replacement keeps it.
+
+
+def test_reset_counters_action(admin_client, account, raw_key, free_tier):
+    free_tier.limit = 1
+    free_tier.save()
+    api = key_client(raw_key)
+    assert [api.get(URL).status_code for _ in range(2)] == [200, 429]
+    assert "Counters reset." in messages_of(act(admin_client, "reset_counters", APIKey.objects.get()))
+    assert api.get(URL).status_code == 200
+
+
+@pytest.mark.parametrize("action", ["reset_counters", "usage"])
+def test_store_outage_is_reported_not_raised(admin_client, account, raw_key, settings, action):
+    settings.CACHES = {
+        "default": settings.CACHES["default"],
+        "broken": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # Connection refused at once.
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
+        },
+    }
+    settings.RATELIMIT_TIERS_CACHE = "broken"
+    key = APIKey.objects.get()
+    if action == "usage":
+        page = admin_client.get(f"/admin/ratelimit_tiers/apikey/{key.pk}/change/").content.decode()
+        assert "rate-limit store unavailable" in page
+    else:
+        assert "unavailable" in messages_of(act(admin_client, "reset_counters", key))[0]
+
+
+def test_revoked_key_page_is_locked_and_shows_its_state(admin_client, account):
+    key, _ = APIKey.objects.create_key(account=account, name="gone", revoked=True)
+    page = admin_client.get(f"/admin/ratelimit_tiers/apikey/{key.pk}/change/").content.decode()
+    assert 'name="name"' not in page
+    assert "rlt-status-revoked" in page

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from rest_framework.test import APIClient
+
+from ratelimit_tiers.models import APIKey
+
+URL = "/api/items/"
+
+
+def run(*args):
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def key_client(raw_key):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
+    return client
+
+
+@pytest.mark.parametrize("command", ["ratelimit_tiers_create_key", "create_api_key"])
+def test_create_key_under_both_names(db, command):
+    out, err = run(command, "Beta Corp", "--tier", "basic", "--name", "ci")
+    raw_key = out.strip().splitlines()[-1]
+    key = APIKey.objects.get(account__name="Beta Corp")
+    assert raw_key.startswith(key.prefix + ".")
+    assert key.account.tier.name == "Basic"
+    assert "Store it now" in err
+    assert key_client(raw_key).get(URL).status_code == 200
+
+
+def test_revoke_key(api, account):
+    key = APIKey.objects.get()
+    assert api.get(URL).status_code == 200
+    out, _ = run("ratelimit_tiers_revoke_key", key.prefix)
+    assert f"Revoked key {key.prefix} (main) of acme." in out
+    assert api.get(URL).json()["code"] == "revoked"
+    assert "already revoked" in run("ratelimit_tiers_revoke_key", key.prefix)[0]
+
+
+def test_rotate_key_prints_the_new_key_last(raw_key, account, settings):
+    settings.RATELIMIT_TIERS_ROTATION_GRACE = 600
+    old = APIKey.objects.get()
+    out, err = run("ratelimit_tiers_rotate_key", old.prefix)
+    new_raw = out.strip().splitlines()[-1]
+    old.refresh_from_db()
+    assert new_raw.startswith(old.rotated_to.prefix + ".")
+    assert "it works until" in err
+    assert key_client(raw_key).get(URL).status_code == 200
+    assert key_client(new_raw).get(URL).status_code == 200
+    with pytest.raises(CommandError, match="already been rotated"):
+        run("ratelimit_tiers_rotate_key", old.prefix)
+
+
+def test_rotate_key_with_no_grace_retires_the_old_key_at_once(raw_key, account):
+    prefix = APIKey.objects.get().prefix
+    new_raw = run("ratelimit_tiers_rotate_key", prefix, "--grace", "0")[0].strip()
+    assert key_client(raw_key).get(URL).json()["code"] == "expired"
+    assert key_client(new_raw).get(URL).status_code == 200
+    with pytest.raises(CommandError, match="must not be negative"):
+        run("ratelimit_tiers_rotate_key", prefix, "--grace", "-1")
+
+
+def test_usage_table_from_the_store(api, account):
+    for _ in range(4):
+        api.get(URL)
+    api.post(URL, {"name": "x"}, format="json")
+    revoked, _ = APIKey.objects.create_key(account=account, name="old", revoked=True)
+    out, _ = run("ratelimit_tiers_usage", "--account", "acme")
+    lines = out.splitlines()
+    assert lines[0].split() == ["account", "key", "name", "status", "category", "limit", "remaining", "reset"]
+    prefix = APIKey.objects.get(name="main").prefix
+    rows = {tuple(line.split()[1:7]) for line in lines[1:]}
+    assert (prefix, "main", "active", "read", "60", "56") in rows
+    assert (prefix, "main", "active", "write", "60", "59") in rows
+    assert (prefix, "main", "active", "delete", "60", "60") in rows
+    assert (revoked.prefix, "old", "revoked", "read", "-", "-") in rows
+    # Looking counts nothing.
+    again = {tuple(line.split()[1:7]) for line in run("ratelimit_tiers_usage")[0].splitlines()[1:]}
+    assert (prefix, "main", "active", "read", "60", "56") in again
+
+
+def test_usage_errors_and_empty(db):
+    with pytest.raises(CommandError, match="Unknown account"):
+        run("ratelimit_tiers_usage", "--account", "nobody")
+    assert run("ratelimit_tiers_usage")[0].strip() == "No API keys."
+
+
+def test_reset_key(api, free_tier):
+    free_tier.limit = 1
+    free_tier.save()
+    assert [api.get(URL).status_code for _ in range(2)] == [200, 429]
+    out, _ = run("ratelimit_tiers_reset_key", APIKey.objects.get().prefix)
+    assert "Reset the counters" in out
+    assert api.get(URL).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "command", ["ratelimit_tiers_revoke_key", "ratelimit_tiers_rotate_key", "ratelimit_tiers_reset_key"]
+)
+def test_unknown_prefix(db, command):
+    with pytest.raises(CommandError, match="No API key has the prefix"):
+        run(command, "nosuchprefix")
+
+
+def test_store_outage_is_a_command_error(api, settings):
+    settings.CACHES = {
+        "default": settings.CACHES["default"],
+        "broken": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
+        },
+    }
+    settings.RATELIMIT_TIERS_CACHE = "broken"
+    prefix = APIKey.objects.get().prefix
+    for command in ["ratelimit_tiers_reset_key", "ratelimit_tiers_usage"]:
+        with pytest.raises(CommandError, match="store is unavailable"):
+            run(command, *([prefix] if command.endswith("reset_key") else []))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "ratelimit_tiers_create_key",
+        "ratelimit_tiers_revoke_key",
+        "ratelimit_tiers_rotate_key",
+        "ratelimit_tiers_usage",
+        "ratelimit_tiers_reset_key",
+    ],
+)
+def test_every_command_explains_itself(command, capsys):
+    with pytest.raises(SystemExit):
+        call_command(command, "--help")
+    text = capsys.readouterr().out
+    assert len(text) > 300
+    assert "API key" in text
+
+
+def test_rotation_grace_check(settings):
+    from django.core import checks
+
+    settings.RATELIMIT_TIERS_ROTATION_GRACE = -5
+    assert "ratelimit_tiers.E021" in [m.id for m in checks.run_checks()]
