@@ -1,0 +1,140 @@
+"""The admin in a real headless Chromium (Debian's, driven by Playwright), against a live server.
+
+An operator creates a tier, an account and a key, sees the secret once, and the
+key works against the API until the operator revokes it; a rotated key and its
+replacement both work during the grace period. Screenshots land in
+``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Page, sync_playwright
+
+from ratelimit_tiers.models import APIKey
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by scripts/install-system-deps.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+KEY_RE = re.compile(r"is: (\w{12}\.[\w-]+)\. Copy it now")
+
+
+@pytest.fixture
+def page(live_server, monkeypatch):
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the
+    # test makes around it are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(10_000)
+        yield context.new_page()
+        context.close()
+        browser.close()
+
+
+def api_get(live_server, raw_key):
+    return requests.get(
+        f"{live_server.url}/api/items/", headers={"Authorization": f"Api-Key {raw_key}"}, timeout=10
+    )
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def add_key(page: Page, url: str, account: str, name: str) -> str:
+    page.goto(f"{url}/admin/ratelimit_tiers/apikey/add/")
+    page.select_option("#id_account", label=account)
+    page.fill("#id_name", name)
+    page.click("input[name=_save]")
+    message = page.locator("ul.messagelist li.warning").inner_text()
+    match = KEY_RE.search(message)
+    assert match, message
+    return match.group(1)
+
+
+def run_action(page: Page, url: str, key: APIKey, action: str) -> str:
+    page.goto(f"{url}/admin/ratelimit_tiers/apikey/")
+    page.check(f"input[name=_selected_action][value='{key.pk}']")
+    page.select_option("select[name=action]", action)
+    page.click("button[name=index]")
+    return page.locator("ul.messagelist").inner_text()
+
+
+def test_operator_tour(page, live_server, django_user_model):
+    url = live_server.url
+    django_user_model.objects.create_superuser("ops", "ops@example.com", "correct horse battery")
+
+    page.goto(f"{url}/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "correct horse battery")
+    page.click("input[type=submit]")
+    assert page.locator("#site-name").is_visible()
+
+    # A tier with its own limits, and an account in it.
+    page.goto(f"{url}/admin/ratelimit_tiers/tier/add/")
+    page.fill("#id_name", "Startup")
+    page.fill("#id_limit", "5")
+    page.fill("#id_write_limit", "2")
+    page.click("input[name=_save]")
+    assert "was added successfully" in page.locator("ul.messagelist").inner_text()
+    shot(page, "tiers")
+
+    page.goto(f"{url}/admin/ratelimit_tiers/account/add/")
+    page.fill("#id_name", "Globex")
+    page.select_option("#id_tier", label="Startup")
+    page.click("input[name=_save]")
+    assert "was added successfully" in page.locator("ul.messagelist").inner_text()
+
+    # The secret is shown once, in a warning...
+    raw_key = add_key(page, url, "Globex", "web")
+    shot(page, "key-created")
+    page.reload()
+    assert raw_key.split(".")[1] not in page.content()  # ...and never again.
+    key = APIKey.objects.get(prefix=raw_key.split(".")[0])
+    page.goto(f"{url}/admin/ratelimit_tiers/apikey/{key.pk}/change/")
+    assert raw_key.split(".")[1] not in page.content()
+
+    # The key works against the live server, with the tier's limits in the headers.
+    responses = [api_get(live_server, raw_key) for _ in range(2)]
+    assert [r.status_code for r in responses] == [200, 200]
+    assert responses[1].headers["X-RateLimit-Limit"] == "5"
+    assert responses[1].headers["X-RateLimit-Remaining"] == "3"
+
+    # The account page shows its live usage, read from the limiter store.
+    page.goto(f"{url}/admin/ratelimit_tiers/account/{key.account_id}/change/")
+    assert "read: 2 / 5 used, 3 left" in page.locator(".rlt-usage").first.inner_text()
+    shot(page, "account-usage")
+
+    # Revoked in the admin: refused on the next call.
+    assert "Revoked 1 key(s)." in run_action(page, url, key, "revoke_keys")
+    refused = api_get(live_server, raw_key)
+    assert refused.status_code in (401, 403)
+    assert refused.json()["code"] == "revoked"
+
+    # Rotation: the old key and its replacement both work during the grace period.
+    old_raw = add_key(page, url, "Globex", "mobile")
+    old = APIKey.objects.get(prefix=old_raw.split(".")[0])
+    message = run_action(page, url, old, "rotate_keys")
+    new_raw = KEY_RE.search(message).group(1)
+    assert new_raw != old_raw
+    assert api_get(live_server, old_raw).status_code == 200
+    assert api_get(live_server, new_raw).status_code == 200
+    page.goto(f"{url}/admin/ratelimit_tiers/apikey/")
+    statuses = page.locator(".rlt-status").all_inner_texts()
+    assert sorted(statuses) == ["active", "revoked", "rotating"]
+    shot(page, "keys")
