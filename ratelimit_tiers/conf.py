@@ -82,7 +82,7 @@ class Settings:
     @property
     def BREAKER_COOLDOWN(self) -> float:
         """Seconds an open breaker skips the store before one probe may try it again."""
-        return self._get("BREAKER_COOLDOWN", 5)  # type: ignore[no-any-return]
+        return self._get("BREAKER_COOLDOWN", 2)  # type: ignore[no-any-return]
 
     @property
     def INVALID_KEY_RATE(self) -> str | None:

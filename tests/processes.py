@@ -1,0 +1,174 @@
+"""Real processes for the fault tests: the testproject under gunicorn, and HTTP load against it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CREATE_KEYS = """
+import json
+from ratelimit_tiers.models import Account, APIKey, Tier
+out = {}
+for name, tier, limit in json.loads(%r):
+    account = Account.objects.create(name=name, tier=Tier.objects.get(name=tier), limit_override=limit)
+    out[name] = APIKey.objects.create_key(account=account, name=name)[1]
+print(json.dumps(out))
+"""
+
+
+class ProjectServer:
+    """The testproject with its own SQLite file and settings module, served by gunicorn."""
+
+    def __init__(self, directory: Path, settings: str, workers: int = 3) -> None:
+        self.directory = directory
+        self.workers = workers
+        (directory / "chaos_settings.py").write_text(
+            "from testproject.settings import *  # noqa\n" + settings
+        )
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "chaos_settings",
+            "DJANGO_DB": str(directory / "db.sqlite3"),
+            "PYTHONPATH": os.pathsep.join([str(directory), str(ROOT)]),
+        }
+        self.env.pop("REDIS_URL", None)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.manage("migrate", "-v0")
+
+    def manage(self, *args: str) -> str:
+        command = [sys.executable, "manage.py", *args]
+        result = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True, check=False)
+        if result.returncode:
+            raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stderr}")
+        return result.stdout
+
+    def create_keys(self, *specs: tuple[str, str, int | None]) -> dict[str, str]:
+        """``(account name, tier, custom limit)`` -> a raw key for each, in one process."""
+        output = self.manage("shell", "-c", CREATE_KEYS % json.dumps(specs))
+        return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    def start(self) -> None:
+        self.log = (self.directory / "gunicorn.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers",
+                str(self.workers),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "testproject.wsgi:application",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "gunicorn exited: " + self.log_text()
+            try:
+                if request(self.port, "/admin/login/").status == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start serving")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+            self.log.close()
+
+    def log_text(self) -> str:
+        return (self.directory / "gunicorn.log").read_text(errors="replace")[-5000:]
+
+
+@dataclass(frozen=True)
+class Sample:
+    started: float  # time.monotonic()
+    latency: float  # seconds
+    status: int  # 0: the connection failed
+    limited: bool  # the response carried X-RateLimit-Limit (the store answered)
+
+
+def request(port: int, path: str, key: str | None = None, timeout: float = 30) -> Sample:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    started = time.monotonic()
+    try:
+        headers = {"Authorization": f"Api-Key {key}"} if key else {}
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        status, limited = response.status, response.getheader("X-RateLimit-Limit") is not None
+    except OSError:
+        status, limited = 0, False
+    finally:
+        connection.close()
+    return Sample(started, time.monotonic() - started, status, limited)
+
+
+class Load:
+    """``threads`` clients sending GETs back to back until :meth:`stop` (at most ``limit`` seconds)."""
+
+    def __init__(self, port: int, key: str, threads: int = 6, limit: float = 60) -> None:
+        self.port, self.key, self.limit = port, key, limit
+        self.samples: list[Sample] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            sample = request(self.port, "/api/items/", self.key, timeout=10)
+            with self._lock:
+                self.samples.append(sample)
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        return sorted(self.samples, key=lambda s: s.started)
+
+    def between(self, start: float, end: float) -> list[Sample]:
+        with self._lock:
+            return [s for s in self.samples if start <= s.started < end]
+
+
+def percentiles(samples: list[Sample]) -> dict[str, float]:
+    """p50/p99/max latency in milliseconds."""
+    latencies = sorted(s.latency * 1000 for s in samples)
+    if not latencies:
+        return {"n": 0, "p50": 0.0, "p99": 0.0, "max": 0.0}
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return {"n": len(latencies), "p50": statistics.median(latencies), "p99": p99, "max": latencies[-1]}
+
+
+def burst(port: int, key: str, count: int, threads: int = 32) -> list[Sample]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda _: request(port, "/api/items/", key), range(count)))

@@ -1,0 +1,205 @@
+"""RedisClusterStorage on a real 3-master Redis Cluster started by the tests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from redis import Redis
+
+from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.storage import get_storage
+from ratelimit_tiers.storage.cluster import close_clients, hash_tag
+from tests.conftest import RedisServer, free_port
+
+pytestmark = pytest.mark.redis
+
+CLUSTER_STORAGE = "ratelimit_tiers.storage.cluster.RedisClusterStorage"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise RuntimeError("redis-cli is not installed: apt-get install redis-tools (or redis-server)")
+    nodes = []
+    try:
+        for i in range(3):
+            directory = tmp_path_factory.mktemp(f"cluster{i}")
+            nodes.append(
+                RedisServer(
+                    directory,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(directory / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                    # The default bus port (port + 10000) overflows for high free ports.
+                    "--cluster-port",
+                    str(free_port()),
+                )
+            )
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = []
+            for node in nodes:
+                with Redis(port=node.port) as client:
+                    states.append(client.execute_command("CLUSTER INFO").get("cluster_state"))
+            if states == ["ok"] * len(nodes):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the cluster did not become ready")
+        yield nodes
+    finally:
+        close_clients()
+        for node in nodes:
+            node.kill()
+
+
+@pytest.fixture
+def on_cluster(cluster, settings):
+    settings.RATELIMIT_TIERS_STORAGE = CLUSTER_STORAGE
+    settings.RATELIMIT_TIERS_REDIS_CLUSTER = f"redis://127.0.0.1:{cluster[0].port}"
+    for node in cluster:
+        client = Redis(port=node.port)
+        client.flushall()
+        client.config_resetstat()
+        client.close()
+    yield cluster
+    close_clients()
+
+
+def errorstats(cluster):
+    """Errors the nodes answered, by kind, and commands that failed or were rejected."""
+    stats = {}
+    for node in cluster:
+        with Redis(port=node.port, decode_responses=True) as client:
+            for name, value in client.info("errorstats").items():
+                stats[f"{node.port}:{name}"] = value["count"]
+            for name, value in client.info("commandstats").items():
+                if value["failed_calls"] or value["rejected_calls"]:
+                    stats[f"{node.port}:{name}"] = value
+    return stats
+
+
+def assert_no_errors(cluster):
+    stats = errorstats(cluster)
+    assert not [name for name in stats if "CROSSSLOT" in name.upper()]
+    # Expected: redis-py's CLIENT SETINFO on connect is unknown to Redis 7.0 (ERR), and the
+    # first EVALSHA on each node finds no script (NOSCRIPT, then SCRIPT LOAD).
+    expected = ("errorstat_ERR", "cmdstat_client|setinfo", "errorstat_NOSCRIPT", "cmdstat_evalsha")
+    assert not [name for name in stats if not name.endswith(expected)], stats
+    for node in cluster:
+        evalsha = stats.get(f"{node.port}:cmdstat_evalsha", {"failed_calls": 0})
+        assert evalsha["failed_calls"] == stats.get(f"{node.port}:errorstat_NOSCRIPT", 0)
+        assert evalsha.get("rejected_calls", 0) == 0
+
+
+def node_of(cluster, key):
+    with Redis(port=cluster[0].port) as client:
+        slot = client.execute_command("CLUSTER KEYSLOT", key)
+        for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+            if start <= slot <= end:
+                return primary[1]
+    raise AssertionError(f"no node serves slot {slot}")
+
+
+def make_keys(account, count, limit):
+    account.limit_override = limit
+    account.save()
+    return [APIKey.objects.create_key(account=account, name=f"k{i}")[0].prefix for i in range(count)]
+
+
+def test_threads_hammering_each_key_admit_exactly_its_limit(on_cluster, account):
+    prefixes = make_keys(account, 12, 100)
+    storage = get_storage()
+    for prefix in prefixes:  # Load each policy once, here, where the test database is visible.
+        assert storage.peek(prefix, "read").decision.remaining == 100
+    # The keys are spread over the masters.
+    assert len({node_of(on_cluster, storage.make_key(f"rlt:{{{p}}}:policy")) for p in prefixes}) >= 2
+
+    admitted = {prefix: 0 for prefix in prefixes}
+    lock = threading.Lock()
+
+    def hit(i):
+        prefix = prefixes[i % len(prefixes)]
+        if storage.hit(prefix, "read").decision.allowed:
+            with lock:
+                admitted[prefix] += 1
+
+    with ThreadPoolExecutor(24) as pool:
+        list(pool.map(hit, range(len(prefixes) * 160)))
+    assert set(admitted.values()) == {100}
+    assert_no_errors(on_cluster)
+
+
+def test_clear_and_forget_never_cross_slots(on_cluster, account):
+    prefixes = make_keys(account, 20, 3)
+    storage = get_storage()
+    for prefix in prefixes:
+        for _ in range(3):
+            assert storage.hit(prefix, "read").decision.allowed
+        assert not storage.hit(prefix, "read").decision.allowed
+    storage.clear(prefixes[0])
+    assert storage.hit(prefixes[0], "read").decision.allowed
+    # Evicting many policies at once, across every master.
+    account.limit_override = 5
+    account.save()  # Signals evict every key's policy.
+    assert storage.hit(prefixes[1], "read").decision.limit == 5
+    storage.forget(prefixes)
+    assert_no_errors(on_cluster)
+
+
+def test_the_api_on_a_cluster(on_cluster, api):
+    statuses = [api.get("/api/items/").status_code for _ in range(61)]
+    assert statuses == [200] * 60 + [429]
+    assert_no_errors(on_cluster)
+
+
+def test_an_unreachable_cluster_fails_open_fast(settings, api, db):
+    settings.RATELIMIT_TIERS_STORAGE = CLUSTER_STORAGE
+    settings.RATELIMIT_TIERS_REDIS_CLUSTER = "redis://127.0.0.1:1"  # Nothing listens on port 1.
+    started = time.monotonic()
+    responses = [api.get("/api/items/") for _ in range(10)]
+    elapsed = time.monotonic() - started
+    assert {r.status_code for r in responses} == {200}
+    assert not any("X-RateLimit-Limit" in r for r in responses)
+    print(f"\n10 requests with the cluster unreachable: {elapsed * 1000:.0f} ms")
+    assert elapsed < 5  # redis-py's default retries alone would take seconds per request.
+
+
+def test_settings_as_keyword_arguments(on_cluster, settings, account):
+    settings.RATELIMIT_TIERS_REDIS_CLUSTER = {"startup_nodes": [("127.0.0.1", on_cluster[1].port)]}
+    prefix = make_keys(account, 1, 2)[0]
+    storage = get_storage()
+    assert [storage.hit(prefix, "read").decision.allowed for _ in range(3)] == [True, True, False]
+
+
+def test_a_key_prefix_with_braces_is_refused(on_cluster, settings):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "KEY_PREFIX": "{app}"}
+    }
+    with pytest.raises(ImproperlyConfigured):
+        get_storage().make_key("rlt:{abc}:policy")
+
+
+@pytest.mark.parametrize(
+    ("key", "tag"),
+    [(":1:rlt:{abc}:policy", "abc"), ("no-tag", "no-tag"), ("{}x{y}", "{}x{y}"), ("a{b", "a{b")],
+)
+def test_hash_tag(key, tag):
+    assert hash_tag(key) == tag
