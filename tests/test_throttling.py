@@ -29,7 +29,8 @@ def test_free_key_gets_60_then_429(backend, api, account):
     response = api.get(URL)
     assert response.status_code == 429
     retry_after = int(response["Retry-After"])
-    assert 1 <= retry_after <= 60
+    # The counter (LocMem) may ask for up to window + window / limit seconds near a boundary.
+    assert 1 <= retry_after <= 61
     assert response["X-RateLimit-Remaining"] == "0"
     reset = int(response["X-RateLimit-Reset"])
     assert time.time() < reset <= time.time() + 61
