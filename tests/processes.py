@@ -172,3 +172,13 @@ def burst(port: int, key: str, count: int, threads: int = 32) -> list[Sample]:
 
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(lambda _: request(port, "/api/items/", key), range(count)))
+
+
+def recovered_after(samples: list[Sample], start: float, stop: float) -> float:
+    """Seconds from ``start`` until the first response after which a full second was all limited."""
+    part = [s for s in samples if start <= s.started < stop]
+    for i, sample in enumerate(part):
+        window = [s for s in part[i:] if s.started < sample.started + 1]
+        if sample.started + 1 <= stop and all(s.limited for s in window):
+            return sample.started - start
+    return stop - start
