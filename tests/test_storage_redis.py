@@ -43,7 +43,7 @@ def ring(prefix, category="read"):
         return 0, []
     args = []
     for i in range(size):
-        args += ["GET", "u48", f"#{2 + (head + i) % size}"]
+        args += ["GET", "u48", f"#{3 + (head + i) % size}"]  # Slots 0-2 are the header.
     return size, list(client.execute_command("BITFIELD", key, *args))
 
 

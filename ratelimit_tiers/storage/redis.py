@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,22 @@ class RedisStorage(Storage):
     """
 
     def client(self) -> Any:
+        return self._client
+
+    def make_key(self, key: str) -> str:
+        return self._make_key(key)
+
+    # Resolved once per storage instance, which get_storage() replaces when
+    # CACHES or our settings change: a check then costs no lookups but its own.
+    @cached_property
+    def _client(self) -> Any:
         from django_redis import get_redis_connection
 
         return get_redis_connection(self.alias)
 
-    def make_key(self, key: str) -> str:
-        return caches[self.alias].make_key(key)
+    @cached_property
+    def _make_key(self) -> Callable[[str], str]:
+        return caches[self.alias].make_key
 
     def hit(self, prefix: str, category: str) -> Outcome:
         return self._check(prefix, category, charge=True)
@@ -75,12 +86,12 @@ class RedisStorage(Storage):
         ]
         args: list[Any] = [category, "1" if charge else "0", conf.POLICY_TIMEOUT]
         reply = self._run(keys, args)
-        if reply[0] == b"miss":
+        if reply == b"miss":
             fields = load_policy(prefix).to_fields()
             reply = self._run(keys, args + [x for item in fields.items() for x in item])
         return self._outcome(reply)
 
-    def _run(self, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+    def _run(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
         with wrap_errors():
             client = self.client()
             try:
@@ -90,11 +101,10 @@ class RedisStorage(Storage):
                 return client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)  # type: ignore[no-any-return]
 
     @staticmethod
-    def _outcome(reply: list[Any]) -> Outcome:
-        state = reply[0].decode()
-        if state != ACTIVE:
-            return Outcome(state)
-        _, allowed, limit, window, remaining, reset, now = reply
+    def _outcome(reply: bytes) -> Outcome:
+        if not reply[:1].isdigit():
+            return Outcome(reply.decode())
+        allowed, limit, window, remaining, reset, now = map(int, reply.split())
         return Outcome(
             ACTIVE,
             Decision(

@@ -8,11 +8,16 @@
 -- ARGV[3]  policy time-to-live in seconds
 -- ARGV[4..] optional policy field/value pairs to install first
 --
--- Returns {state} when the key cannot be used, else
--- {"active", allowed, limit, window_ms, remaining, reset_ms, now_ms}.
+-- Returns the state when the key cannot be used ("miss" when no policy is
+-- installed), else one string "allowed limit window_ms remaining reset_ms now_ms"
+-- (a single bulk reply parses faster than a seven-element array).
 -- Every key written carries an expiry, and a refusal writes nothing.
 
 local category, charge = ARGV[1], ARGV[2] == "1"
+
+local function decided(allowed, limit, window, remaining, reset, now)
+  return string.format("%d %d %d %d %d %d", allowed, limit, window, remaining, reset, now)
+end
 
 if #ARGV > 3 then
   redis.call("DEL", KEYS[1])
@@ -22,10 +27,10 @@ end
 
 local policy = redis.call("HMGET", KEYS[1], "state", "expires", "window", "algorithm", category)
 if not policy[1] then
-  return {"miss"}
+  return "miss"
 end
 if policy[1] ~= "active" then
-  return {policy[1]}
+  return policy[1]
 end
 
 local time = redis.call("TIME")
@@ -37,14 +42,14 @@ local stamp = seconds * 1000 + math.ceil(micros / 1000)
 
 local expires = tonumber(policy[2])
 if expires > 0 and now >= expires then
-  return {"expired"}
+  return "expired"
 end
 
 local window = tonumber(policy[3]) * 1000
 local limit = tonumber(policy[5]) or 0
 
 if limit <= 0 then
-  return {"active", 0, limit, window, 0, window, now}
+  return decided(0, limit, window, 0, window, now)
 end
 
 if policy[4] == "counter" then
@@ -67,7 +72,7 @@ if policy[4] == "counter" then
       redis.call("PEXPIRE", key, 2 * window)
       remaining = math.floor(limit - weighted - 1)
     end
-    return {"active", 1, limit, window, remaining, window - elapsed, now}
+    return decided(1, limit, window, remaining, window - elapsed, now)
   end
   -- Mirrors algorithms.counter_wait.
   local wait
@@ -76,20 +81,24 @@ if policy[4] == "counter" then
   else
     wait = window - elapsed + window * (1 - (limit - 1) / current)
   end
-  return {"active", 0, limit, window, 0, math.ceil(math.max(wait, 1)), now}
+  return decided(0, limit, window, 0, math.ceil(math.max(wait, 1)), now)
 end
 
 -- Exact sliding log: a ring of the last `limit` admitted stamps, 6 bytes each
 -- (u48 milliseconds), in one string. Slot 0 holds the head (oldest) index,
--- slot 1 the ring size, slots 2.. the stamps. A request is admitted iff the
--- oldest stamp is at least a window old; stamps are written in time order, so
--- the ring read from the head is sorted and a binary search counts the live ones.
+-- slot 1 the ring size, slot 2 how many slots from the head are known to have
+-- expired, slots 3.. the stamps. A request is admitted iff the oldest stamp is
+-- at least a window old. Stamps are written in time order, so the ring read
+-- from the head is sorted: expired ones first, then live ones. Time only moves
+-- forward, so the expired prefix only grows until admissions consume it; each
+-- check extends it with a galloping search from where the last one stopped,
+-- which is one read when nothing expired since, and O(log k) for k new expiries.
 local key = KEYS[2]
-local header = redis.call("BITFIELD", key, "GET", "u48", "#0", "GET", "u48", "#1")
-local head, size = header[1], header[2]
+local header = redis.call("BITFIELD", key, "GET", "u48", "#0", "GET", "u48", "#1", "GET", "u48", "#2")
+local head, size, expired = header[1], header[2], header[3]
 
 local function slot(i)
-  return "#" .. (2 + i)
+  return "#" .. (3 + i)
 end
 
 local function get_many(first, count, ring_size, ring_head)
@@ -113,7 +122,8 @@ local function get_many(first, count, ring_size, ring_head)
 end
 
 if size ~= limit then
-  -- New key, or the limit changed: keep the newest stamps, oldest first.
+  -- New key, or the limit changed: keep the newest stamps, oldest first,
+  -- after the empty slots (which count as expired).
   local kept = {}
   if size > 0 then
     for _, v in ipairs(get_many(0, size, size, head)) do
@@ -137,11 +147,13 @@ if size ~= limit then
       args = {}
     end
   end
-  head = count % limit
-  args[#args + 1] = "SET"
-  args[#args + 1] = "u48"
-  args[#args + 1] = "#0"
-  args[#args + 1] = head
+  head, expired = count % limit, limit - count
+  for _, field in ipairs({{"#0", head}, {"#2", expired}}) do
+    args[#args + 1] = "SET"
+    args[#args + 1] = "u48"
+    args[#args + 1] = field[1]
+    args[#args + 1] = field[2]
+  end
   redis.call("BITFIELD", key, unpack(args))
   redis.call("PEXPIRE", key, window)
 end
@@ -150,27 +162,61 @@ local function at(i)
   return redis.call("BITFIELD", key, "GET", "u48", slot((head + i) % limit))[1]
 end
 
-local oldest = at(0)
-if now - oldest < window then
-  return {"active", 0, limit, window, 0, oldest + window - now, now}
-end
-if charge then
-  redis.call("BITFIELD", key, "SET", "u48", slot(head), stamp, "SET", "u48", "#0", (head + 1) % limit)
-  redis.call("PEXPIRE", key, window)
-  head = (head + 1) % limit
-end
--- The first live logical index is also the number of free slots.
-local low, high = 0, limit
-while low < high do
-  local middle = math.floor((low + high) / 2)
-  if now - at(middle) < window then
-    high = middle
+-- Extend the expired prefix [0, expired): find the first live logical index.
+local first_live_stamp = nil
+if expired < limit then
+  local stamp_at = at(expired)
+  if now - stamp_at < window then
+    first_live_stamp = stamp_at
   else
-    low = middle + 1
+    -- Gallop: low is expired; find a live high, then bisect.
+    local low, step, high = expired, 1, limit
+    while low + step < limit do
+      local v = at(low + step)
+      if now - v < window then
+        high = low + step
+        break
+      end
+      low = low + step
+      step = step * 2
+    end
+    while high - low > 1 do
+      local middle = math.floor((low + high) / 2)
+      if now - at(middle) < window then
+        high = middle
+      else
+        low = middle
+      end
+    end
+    expired = high
+    if high < limit then
+      first_live_stamp = at(high)
+    end
   end
 end
-local reset = 0
-if low < limit then
-  reset = at(low) + window - now
+
+if expired == 0 then
+  return decided(0, limit, window, 0, first_live_stamp + window - now, now)
 end
-return {"active", 1, limit, window, low, reset, now}
+if charge then
+  -- The oldest slot (expired) takes the new stamp and becomes the newest.
+  expired = expired - 1
+  redis.call(
+    "BITFIELD", key,
+    "SET", "u48", slot(head), stamp,
+    "SET", "u48", "#0", (head + 1) % limit,
+    "SET", "u48", "#2", expired
+  )
+  if head == limit - 1 then
+    -- The ring just filled its last slot. Writing past a string's end grows
+    -- it greedily (up to twice its length); a fresh SET keeps it exact-size.
+    redis.call("SET", key, redis.call("GET", key))
+  end
+  redis.call("PEXPIRE", key, window)
+  first_live_stamp = first_live_stamp or stamp
+end
+local reset = 0
+if first_live_stamp then
+  reset = first_live_stamp + window - now
+end
+return decided(1, limit, window, expired, reset, now)
