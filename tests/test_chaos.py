@@ -1,4 +1,5 @@
-"""Kill and freeze a real redis-server under load through a real multi-process WSGI server.
+"""Kill and freeze a real redis-server under load through a real multi-process WSGI server;
+skew app servers' clocks.
 
 Prints the latency numbers it measures (run with ``-s`` to see them); asserts
 only generous sanity bounds on time, and exact counts on everything else.
@@ -6,13 +7,18 @@ only generous sanity bounds on time, and exact counts on everything else.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
+from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.storage import get_storage
 from tests.conftest import RedisServer
-from tests.processes import Load, ProjectServer, burst, percentiles, recovered_after
+from tests.processes import ROOT, Load, ProjectServer, burst, percentiles, recovered_after
 
 pytestmark = pytest.mark.redis
 
@@ -117,3 +123,68 @@ def test_redis_killed_and_frozen_under_load(redis, project):
     assert dead["p99"] < before["p99"] + 1000
     assert hung["p99"] < before["p99"] + 1000
     assert "Traceback" not in project.log_text()
+
+
+CHILD = """
+import os, sys, threading, time
+skew = float(sys.argv[1])
+_real = time.time
+_real_ns = time.time_ns
+time.time = lambda: _real() + skew  # This app server's clock is off by `skew` seconds.
+time.time_ns = lambda: _real_ns() + int(skew * 1e9)
+import django
+django.setup()
+from ratelimit_tiers.storage import get_storage
+storage = get_storage()
+admitted = []
+def run():
+    for _ in range(int(sys.argv[3])):
+        if storage.hit(sys.argv[2], "read").decision.allowed:
+            admitted.append(1)
+threads = [threading.Thread(target=run) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(len(admitted))
+"""
+
+CHILD_SETTINGS = """
+from testproject.settings import *  # noqa
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": %r,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 5, "SOCKET_TIMEOUT": 5},
+    }
+}
+"""
+
+
+def test_app_servers_with_skewed_clocks_admit_exactly_the_limit(redis_cache, account, tmp_path):
+    """Three app processes whose clocks are 30 s slow, right and 30 s fast share one limit exactly."""
+    account.limit_override = 100
+    account.save()
+    prefix = APIKey.objects.create_key(account=account, name="skew")[0].prefix
+    # Resolve the policy here, where the test database is; the children only count.
+    assert get_storage().peek(prefix, "read").decision.remaining == 100
+    (tmp_path / "skew_settings.py").write_text(CHILD_SETTINGS % redis_cache)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "skew_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+    }
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, skew, prefix, "20"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for skew in ("-30", "0", "30")
+    ]
+    counts = [int(child.communicate(timeout=60)[0].strip().splitlines()[-1]) for child in children]
+    print(f"\nadmitted per process (clock -30 s, 0, +30 s): {counts}")
+    assert sum(counts) == 100  # 240 attempts; the limit holds exactly whatever the app clocks say.
+    decision = get_storage().peek(prefix, "read").decision
+    assert decision.remaining == 0
+    assert 59 <= decision.reset_after <= 60  # Redis's clock: not 30 s off either way.
