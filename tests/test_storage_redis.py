@@ -213,3 +213,22 @@ def test_a_warm_check_is_one_round_trip_and_no_sql(redis_cache, free_tier, raw_k
     assert commands == ["EVALSHA"]
     assert after - before == 1
     assert len(queries) == 0
+
+
+def test_expired_prefix_grows_and_is_consumed(redis_cache, free_tier, raw_key):
+    # Limit 10 per 1 s: after the window passes, every slot has expired at once
+    # (the galloping search crosses the whole ring), then admissions consume them.
+    prefix = APIKey.objects.get().prefix
+    set_tier(free_tier, limit=10, window_seconds=1, algorithm="exact")
+    storage = get_storage()
+    assert [storage.hit(prefix, "read").decision.remaining for _ in range(10)] == list(range(9, -1, -1))
+    assert not storage.hit(prefix, "read").decision.allowed
+    time.sleep(1.05)
+    assert storage.peek(prefix, "read").decision.remaining == 10
+    assert [storage.hit(prefix, "read").decision.remaining for _ in range(4)] == [9, 8, 7, 6]
+    time.sleep(0.5)
+    assert [storage.hit(prefix, "read").decision.remaining for _ in range(6)] == [5, 4, 3, 2, 1, 0]
+    refused = storage.hit(prefix, "read").decision
+    assert not refused.allowed
+    # The four from the first burst leave first: about 0.5 s from now.
+    assert 0 < refused.reset_after <= 0.5
