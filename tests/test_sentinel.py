@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
@@ -24,6 +26,7 @@ from tests.processes import Load, ProjectServer, burst, percentiles, recovered_a
 pytestmark = pytest.mark.redis
 
 SERVICE = "mymaster"
+NO_RETRY = Retry(NoBackoff(), 0)
 
 
 class Sentinel:
@@ -108,7 +111,7 @@ def cache_settings(sentinel_port):
                 "CLIENT_CLASS": "django_redis.client.SentinelClient",
                 "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
                 "SENTINELS": [("127.0.0.1", sentinel_port)],
-                "SENTINEL_KWARGS": {"socket_timeout": 0.1, "socket_connect_timeout": 0.1},
+                "SENTINEL_KWARGS": {"socket_timeout": 0.1, "socket_connect_timeout": 0.1, "retry": NO_RETRY},
                 "SOCKET_CONNECT_TIMEOUT": 0.1,
                 "SOCKET_TIMEOUT": 0.1,
             },
@@ -139,7 +142,10 @@ def test_exact_through_the_sentinel_client(sentinel_setup, settings, account):
 
 
 SETTINGS = """
-CACHES = %r
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+NO_RETRY = Retry(NoBackoff(), 0)
+CACHES = %s
 DEBUG = False
 RATELIMIT_TIERS_FAIL_OPEN = True
 """
@@ -147,7 +153,8 @@ RATELIMIT_TIERS_FAIL_OPEN = True
 
 def test_master_killed_under_load_fails_over_with_zero_5xx(sentinel_setup, tmp_path):
     master, replica, sentinel = sentinel_setup
-    project = ProjectServer(tmp_path, SETTINGS % cache_settings(sentinel.port), workers=3)
+    caches = repr(cache_settings(sentinel.port)).replace(repr(NO_RETRY), "NO_RETRY")
+    project = ProjectServer(tmp_path, SETTINGS % caches, workers=3)
     try:
         keys = project.create_keys(("load", "Enterprise", 10_000_000), ("after-failover", "Free", None))
         project.start()
