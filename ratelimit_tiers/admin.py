@@ -95,7 +95,19 @@ class TierAdmin(admin.ModelAdmin):
         return int(obj._account_count)
 
 
-class APIKeyInline(admin.TabularInline):
+class KeyColumns:
+    """Read-only key columns shared by the inline on accounts and the key list."""
+
+    @admin.display(description=_("status"))
+    def status(self, obj: APIKey) -> SafeString:
+        return status_badge(obj)
+
+    @admin.display(description=_("usage in the current window"))
+    def usage(self, obj: APIKey) -> SafeString:
+        return live_usage(obj.prefix)
+
+
+class APIKeyInline(KeyColumns, admin.TabularInline):
     model = APIKey
     fields = ["name", "prefix", "status", "usage", "last_used", "expires_at"]
     readonly_fields = ["name", "prefix", "status", "usage", "last_used", "expires_at"]
@@ -105,14 +117,6 @@ class APIKeyInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # Keys are issued from the API key page, which shows the secret once.
-
-    @admin.display(description=_("status"))
-    def status(self, obj: APIKey) -> SafeString:
-        return status_badge(obj)
-
-    @admin.display(description=_("usage in the current window"))
-    def usage(self, obj: APIKey) -> SafeString:
-        return live_usage(obj.prefix)
 
 
 def status_badge(key: APIKey) -> SafeString:
@@ -163,7 +167,7 @@ class AccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(APIKey)
-class APIKeyAdmin(admin.ModelAdmin):
+class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
     list_display = [
         "name",
         "prefix",
@@ -179,14 +183,6 @@ class APIKeyAdmin(admin.ModelAdmin):
     list_select_related = ["account"]
     readonly_fields = ["prefix", "status", "created", "last_used", "rotated_to", "usage"]
     actions = ["revoke_keys", "rotate_keys", "reset_counters"]
-
-    @admin.display(description=_("status"))
-    def status(self, obj: APIKey) -> SafeString:
-        return status_badge(obj)
-
-    @admin.display(description=_("usage in the current window"))
-    def usage(self, obj: APIKey) -> SafeString:
-        return live_usage(obj.prefix)
 
     def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> Any:
         if obj is None:  # Adding: the prefix, hash and status do not exist yet.
