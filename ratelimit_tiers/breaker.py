@@ -44,22 +44,26 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self._opened_at is not None
 
-    def call(self, function: Callable[[], T]) -> T:
-        """Run ``function`` unless the breaker is open.
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Return ``function(*args)`` unless the breaker is open.
 
         Raises :class:`CircuitOpen` without calling it while open, and
         re-raises the :class:`StorageUnavailable` that ``function`` raises.
+        A healthy breaker takes no lock: it only reads its state.
         """
-        self._before()
+        if self._opened_at is not None:
+            self._before()
         try:
-            result = function()
+            result = function(*args)
         except StorageUnavailable:
             self._failed()
             raise
         except BaseException:
-            self._release()  # Not the store's fault (e.g. a database error): no verdict.
+            if self._probe_started is not None:
+                self._release()  # Not the store's fault (e.g. a database error): no verdict.
             raise
-        self._succeeded()
+        if self._failures or self._opened_at is not None:
+            self._succeeded()
         return result
 
     def _before(self) -> None:
@@ -110,16 +114,16 @@ _registry_lock = threading.Lock()
 def get_breaker(alias: str | None = None) -> CircuitBreaker:
     """The process's breaker for a cache alias (default ``RATELIMIT_TIERS_CACHE``)."""
     alias = conf.CACHE if alias is None else alias
-    with _registry_lock:
-        breaker = _breakers.get(alias)
-        if breaker is None:
-            breaker = _breakers[alias] = CircuitBreaker(alias)
-        return breaker
+    breaker = _breakers.get(alias)
+    if breaker is None:
+        with _registry_lock:
+            breaker = _breakers.setdefault(alias, CircuitBreaker(alias))
+    return breaker
 
 
-def guarded(function: Callable[[], T]) -> T:
-    """Call the store through the configured cache's breaker."""
-    return get_breaker().call(function)
+def guarded(function: Callable[..., T], *args: Any) -> T:
+    """Return ``function(*args)``, called through the configured cache's breaker."""
+    return get_breaker().call(function, *args)
 
 
 def reset() -> None:

@@ -1,10 +1,12 @@
-"""Settings, read lazily from ``django.conf.settings`` on every access."""
+"""Settings, read lazily from ``django.conf.settings`` and cached until they change."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 PREFIX = "RATELIMIT_TIERS_"
 
@@ -12,12 +14,25 @@ PREFIX = "RATELIMIT_TIERS_"
 class Settings:
     """Each property reads ``RATELIMIT_TIERS_<NAME>`` with its default.
 
-    Reading on access keeps ``override_settings`` and pytest-django's
-    ``settings`` fixture working without any signal plumbing.
+    Values are cached on first read (the throttle reads several per request,
+    and a missing setting costs Django an exception each time) and dropped on
+    ``setting_changed``, which ``override_settings`` and pytest-django's
+    ``settings`` fixture send: the pattern of DRF's ``api_settings``.
     """
 
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
     def _get(self, name: str, default: Any) -> Any:
-        return getattr(settings, PREFIX + name, default)
+        try:
+            return self._cache[name]
+        except KeyError:
+            value = self._cache[name] = getattr(settings, PREFIX + name, default)
+            return value
+
+    def reload(self) -> None:
+        """Forget cached values: the next read sees the current settings."""
+        self._cache.clear()
 
     @property
     def CACHE(self) -> str:
@@ -101,3 +116,9 @@ class Settings:
 
 
 conf = Settings()
+
+
+@receiver(setting_changed, dispatch_uid="rlt_conf_setting_changed")
+def _reload(setting: str, **kwargs: Any) -> None:
+    if setting.startswith(PREFIX):
+        conf.reload()

@@ -57,6 +57,8 @@ def send_refused(sender: type, request: Any, prefix: str, category: str, decisio
 
 def check_quota(sender: type, request: Any, prefix: str, category: str, decision: Decision) -> None:
     """Send ``quota_low`` if the admitted request left the key near its limit."""
+    if not quota_low.receivers:  # Cheaper than has_listeners(): the common case on the hot path.
+        return
     if decision.remaining > conf.QUOTA_WARNING_RATIO * decision.limit or not quota_low.has_listeners(sender):
         return
     tier = tier_of(prefix)[0]

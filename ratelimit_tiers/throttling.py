@@ -45,7 +45,7 @@ class TierRateThrottle(BaseThrottle):
             return True
         storage, category = get_storage(), self.get_category(request, view)
         try:
-            outcome = guarded(lambda: storage.hit(identity.prefix, category))
+            outcome = guarded(storage.hit, identity.prefix, category)
         except StorageUnavailable as exc:
             return self.store_failed(exc)
         if outcome.state != ACTIVE:

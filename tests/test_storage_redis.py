@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
@@ -18,6 +19,7 @@ from ratelimit_tiers.authentication import APIKeyAuthentication
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
 from ratelimit_tiers.storage.base import bucket_key
+from ratelimit_tiers.storage.redis import SCRIPT_SHA, encode_command
 from ratelimit_tiers.throttling import TierRateThrottle
 from testproject.views import ItemViewSet
 
@@ -43,7 +45,7 @@ def ring(prefix, category="read"):
         return 0, []
     args = []
     for i in range(size):
-        args += ["GET", "u48", f"#{3 + (head + i) % size}"]  # Slots 0-2 are the header.
+        args += ["GET", "u48", f"#{5 + (head + i) % size}"]  # Slots 0-4 are the header.
     return size, list(client.execute_command("BITFIELD", key, *args))
 
 
@@ -232,3 +234,68 @@ def test_expired_prefix_grows_and_is_consumed(redis_cache, free_tier, raw_key):
     assert not refused.allowed
     # The four from the first burst leave first: about 0.5 s from now.
     assert 0 < refused.reset_after <= 0.5
+
+
+def test_exact_ring_matches_the_sliding_log_definition(redis_cache, free_tier, raw_key):
+    # Random gaps and bursts on a 1 s window, checked against the definition on
+    # the server's own clock: admitted iff fewer than `limit` admissions lie
+    # within the window. A stored stamp is the check's millisecond or the next
+    # (it rounds up), so counts are bounded by both readings.
+    prefix = APIKey.objects.get().prefix
+    set_tier(free_tier, limit=5, window_seconds=1, algorithm="exact")
+    storage, rng, window, admitted = get_storage(), random.Random(7), 1000, []
+    for _ in range(90):
+        decision = storage.hit(prefix, "read").decision
+        now = round(decision.now * 1000)
+        live_low = sum(now - s < window for s in admitted)  # Stamps read as `now`...
+        live_high = sum(now - (s + 1) < window for s in admitted)  # ...or as one ms later.
+        if decision.allowed:
+            assert live_low < 5
+            assert 5 - live_high - 1 <= decision.remaining <= 5 - live_low - 1
+            admitted.append(now)
+        else:
+            assert live_high >= 5
+            oldest = min(s for s in admitted if now - (s + 1) < window)
+            assert oldest + window - now <= round(decision.reset_after * 1000) <= oldest + 1 + window - now
+        time.sleep(rng.choice([0, 0, 0.01, 0.03, 0.08, 0.25]))
+    assert 5 < len(admitted) < 90  # Both admissions and refusals happened.
+
+
+@pytest.mark.parametrize("algorithm", ["exact", "counter"])
+def test_bucket_expiry_is_bounded_by_two_windows(redis_cache, free_tier, raw_key, algorithm):
+    prefix = APIKey.objects.get().prefix
+    set_tier(free_tier, limit=100, window_seconds=60, algorithm=algorithm)
+    storage = get_storage()
+    for _ in range(3):
+        storage.hit(prefix, "read")
+    from django.core.cache import caches
+
+    key = caches["default"].make_key(bucket_key(prefix, "read", algorithm))
+    ttl = get_redis_connection("default").pttl(key)
+    # At least a window after the newest hit; at most two (+1 ms: stamps round up).
+    assert 59_000 < ttl <= 120_001
+
+
+def test_a_flushed_script_is_loaded_again(redis_cache, free_tier, raw_key):
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    assert storage.hit(prefix, "read").decision.remaining == 59
+    get_redis_connection("default").script_flush()
+    assert storage.hit(prefix, "read").decision.remaining == 58
+
+
+def test_a_killed_connection_is_replaced_by_the_retry_policy(redis_cache, free_tier, raw_key):
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    assert storage.hit(prefix, "read").decision.remaining == 59
+    # Every pooled connection dies (as in a Redis restart): the next check
+    # fails on its stale socket, reconnects and succeeds.
+    Redis.from_url(redis_cache).client_kill_filter(_type="normal", skipme=True)
+    assert storage.hit(prefix, "read").decision.remaining == 58
+
+
+def test_encoded_calls_match_redis_py(redis_cache):
+    from redis.connection import Connection
+
+    parts = ("EVALSHA", SCRIPT_SHA, 3, ":1:rlt:{abc}:policy", "ключ", "read", "1", 300, 0.5)
+    assert encode_command(*parts) == b"".join(Connection().pack_command(*parts))

@@ -15,10 +15,12 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.storage.redis import RedisStorage
+from ratelimit_tiers.storage.base import wrap_errors
+from ratelimit_tiers.storage.redis import SCRIPT, SCRIPT_SHA, RedisStorage, ScriptCall
 
 #: Applied unless the setting says otherwise: a dead node must cost
 #: milliseconds, not redis-py's default retries with exponential backoff.
@@ -78,6 +80,17 @@ class RedisClusterStorage(RedisStorage):
                 "(braces in KEY_PREFIX or KEY_FUNCTION?): checks would cross slots."
             )
         return full
+
+    def _run(self, call: ScriptCall) -> bytes:
+        # The cluster client's own evalsha: it routes by the keys' slot and
+        # follows MOVED and failovers.
+        with wrap_errors():
+            client = self.client()
+            try:
+                return client.evalsha(SCRIPT_SHA, len(call.keys), *call.keys, *call.args)  # type: ignore[no-any-return]
+            except NoScriptError:
+                client.script_load(SCRIPT)
+                return client.evalsha(SCRIPT_SHA, len(call.keys), *call.keys, *call.args)  # type: ignore[no-any-return]
 
 
 def close_clients() -> None:

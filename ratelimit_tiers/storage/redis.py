@@ -1,21 +1,53 @@
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.cache import caches
 from redis.exceptions import NoScriptError
 
 from ratelimit_tiers.algorithms import COUNTER, EXACT, READ, Decision, Rate
 from ratelimit_tiers.conf import conf
+from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.policies import ACTIVE, Policy, load_policy
 from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_key, wrap_errors
 
 SCRIPT = (Path(__file__).parent / "scripts" / "hit.lua").read_bytes()
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1.
+
+
+Arg = str | int | float
+#: Checks whose encoded script call each storage keeps: (API key, category, hit or peek).
+CALL_CACHE_SIZE = 8192
+
+
+def encode_command(*parts: bytes | Arg) -> bytes:
+    """One command in the Redis protocol (RESP): an array of bulk strings."""
+    encoded = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        encoded.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(encoded)
+
+
+class ScriptCall(NamedTuple):
+    """The script's keys and arguments, and the EVALSHA that sends them, encoded once."""
+
+    keys: tuple[str, ...]
+    args: tuple[Arg, ...]
+    command: bytes
+
+    @classmethod
+    def of(cls, keys: Sequence[str], args: Sequence[Arg]) -> ScriptCall:
+        return cls(tuple(keys), tuple(args), encode_command("EVALSHA", SCRIPT_SHA, len(keys), *keys, *args))
+
+
+def flatten(fields: dict[str, Arg]) -> tuple[Arg, ...]:
+    return tuple(x for item in fields.items() for x in item)
 
 
 class RedisStorage(Storage):
@@ -26,6 +58,11 @@ class RedisStorage(Storage):
     clocks agree. Works with any redis-py client that django-redis hands out
     (plain, Sentinel); :meth:`client` is the one place to change for others.
     """
+
+    def __init__(self, alias: str) -> None:
+        super().__init__(alias)
+        # A busy key sends the same bytes on every check: build them once.
+        self._check_call = functools.lru_cache(maxsize=CALL_CACHE_SIZE)(self._build_check_call)
 
     def client(self) -> Any:
         return self._client
@@ -67,38 +104,60 @@ class RedisStorage(Storage):
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
         # The bucket carries its own policy, installed by the same script call.
-        keys = [
-            self.make_key(policy_key(name)),
-            self.make_key(bucket_key(name, READ, EXACT)),
-            self.make_key(bucket_key(name, READ, COUNTER)),
-        ]
+        keys, args, _command = self._build_check_call(name, READ, True, rate.window)
         fields = Policy(ACTIVE, window=rate.window, limits={READ: rate.limit}).to_fields()
-        reply = self._run(keys, [READ, "1", rate.window, *[x for item in fields.items() for x in item]])
-        decision = self._outcome(reply).decision
+        decision = self._outcome(self._run(ScriptCall.of(keys, args + flatten(fields)))).decision
         assert decision is not None
         return decision
 
     def _check(self, prefix: str, category: str, *, charge: bool) -> Outcome:
+        call = self._check_call(prefix, category, charge, conf.POLICY_TIMEOUT)
+        reply = self._run(call)
+        if reply == b"miss":
+            fields = load_policy(prefix).to_fields()
+            reply = self._run(ScriptCall.of(call.keys, call.args + flatten(fields)))
+        return self._outcome(reply)
+
+    def _build_check_call(self, prefix: str, category: str, charge: bool, timeout: int) -> ScriptCall:
         keys = [
             self.make_key(policy_key(prefix)),
             self.make_key(bucket_key(prefix, category, EXACT)),
             self.make_key(bucket_key(prefix, category, COUNTER)),
         ]
-        args: list[Any] = [category, "1" if charge else "0", conf.POLICY_TIMEOUT]
-        reply = self._run(keys, args)
-        if reply == b"miss":
-            fields = load_policy(prefix).to_fields()
-            reply = self._run(keys, args + [x for item in fields.items() for x in item])
-        return self._outcome(reply)
+        return ScriptCall.of(keys, [category, "1" if charge else "0", timeout])
 
-    def _run(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
-        with wrap_errors():
-            client = self.client()
+    def _run(self, call: ScriptCall) -> bytes:
+        """EVALSHA the script: its encoded call, sent on a connection of the client's pool.
+
+        This is the client's own ``evalsha`` minus its generic argument
+        packing and per-command bookkeeping, which cost more than the script
+        (see bench/README.md): the connection still comes from the pool and
+        goes back to it, and its ``retry`` policy reconnects as the client
+        would. Any failure becomes :class:`StorageUnavailable`.
+        """
+        try:
             try:
-                return client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)  # type: ignore[no-any-return]
+                return self._send(call.command)
             except NoScriptError:
-                client.script_load(SCRIPT)
-                return client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)  # type: ignore[no-any-return]
+                self.client().script_load(SCRIPT)
+                return self._send(call.command)
+        except Exception as exc:  # Inline, not wrap_errors(): this is the hot path.
+            raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def _send(self, command: bytes) -> bytes:
+        pool = self.client().connection_pool
+        connection = pool.get_connection()
+        try:
+            return connection.retry.call_with_retry(  # type: ignore[no-any-return]
+                lambda: self._round_trip(connection, command), lambda error: connection.disconnect()
+            )
+        finally:
+            pool.release(connection)
+
+    @staticmethod
+    def _round_trip(connection: Any, command: bytes) -> Any:
+        connection.send_packed_command([command])
+        return connection.read_response(disable_decoding=True)
 
     @staticmethod
     def _outcome(reply: bytes) -> Outcome:

@@ -56,11 +56,11 @@ if policy[4] == "counter" then
   local key = KEYS[3]
   local index = math.floor(now / window)
   local state = redis.call("HMGET", key, "w", "c", "p")
-  local seen = tonumber(state[1]) or index
+  local seen = tonumber(state[1])
   local current, previous = tonumber(state[2]) or 0, tonumber(state[3]) or 0
   if seen == index - 1 then
     previous, current = current, 0
-  elseif seen < index - 1 then
+  elseif seen == nil or seen < index - 1 then
     previous, current = 0, 0
   end
   local elapsed = now - index * window
@@ -69,7 +69,11 @@ if policy[4] == "counter" then
     local remaining = math.floor(limit - weighted)
     if charge then
       redis.call("HSET", key, "w", index, "c", current + 1, "p", previous)
-      redis.call("PEXPIRE", key, 2 * window)
+      if seen ~= index then
+        -- A new key or window: the key lives until the next window ends,
+        -- while its count weighs as "previous". Later hits keep that expiry.
+        redis.call("PEXPIREAT", key, (index + 2) * window)
+      end
       remaining = math.floor(limit - weighted - 1)
     end
     return decided(1, limit, window, remaining, window - elapsed, now)
@@ -85,28 +89,37 @@ if policy[4] == "counter" then
 end
 
 -- Exact sliding log: a ring of the last `limit` admitted stamps, 6 bytes each
--- (u48 milliseconds), in one string. Slot 0 holds the head (oldest) index,
--- slot 1 the ring size, slot 2 how many slots from the head are known to have
--- expired, slots 3.. the stamps. A request is admitted iff the oldest stamp is
--- at least a window old. Stamps are written in time order, so the ring read
--- from the head is sorted: expired ones first, then live ones. Time only moves
--- forward, so the expired prefix only grows until admissions consume it; each
--- check extends it with a galloping search from where the last one stopped,
--- which is one read when nothing expired since, and O(log k) for k new expiries.
+-- (u48 milliseconds), in one string after a header of five u48 slots:
+--   #0 head: ring index of the oldest stamp
+--   #1 size: the ring's length (the limit it was built for)
+--   #2 expired: how many stamps from the head are known to have expired
+--   #3 first: the stamp just after those (0 when there is none)
+--   #4 deadline: when the key's expiry was last set to (ms)
+-- A request is admitted iff the oldest stamp is at least a window old.
+-- Stamps are written in time order, so the ring read from the head is sorted:
+-- expired ones first, then live ones. Time only moves forward, so the expired
+-- prefix only grows until admissions consume it. Admitting writes the new
+-- stamp over the head and advances it, which leaves `first` on the same stamp;
+-- so a check reads the header, and searches the ring (galloping from the known
+-- prefix, O(log k) for k new expiries) only when `first` has expired.
+local HEADER = 5
 local key = KEYS[2]
-local header = redis.call("BITFIELD", key, "GET", "u48", "#0", "GET", "u48", "#1", "GET", "u48", "#2")
-local head, size, expired = header[1], header[2], header[3]
+local header = redis.call(
+  "BITFIELD", key,
+  "GET", "u48", "#0", "GET", "u48", "#1", "GET", "u48", "#2", "GET", "u48", "#3", "GET", "u48", "#4"
+)
+local head, size, expired, first, deadline = header[1], header[2], header[3], header[4], header[5]
 
 local function slot(i)
-  return "#" .. (3 + i)
+  return "#" .. (HEADER + i)
 end
 
-local function get_many(first, count, ring_size, ring_head)
+local function get_many(first_index, count, ring_size, ring_head)
   local out = {}
-  local i = first
-  while i < first + count do
+  local i = first_index
+  while i < first_index + count do
     local args = {}
-    local last = math.min(first + count, i + 1000) - 1
+    local last = math.min(first_index + count, i + 1000) - 1
     for j = i, last do
       args[#args + 1] = "GET"
       args[#args + 1] = "u48"
@@ -133,10 +146,10 @@ if size ~= limit then
     end
   end
   redis.call("DEL", key)
-  local first = math.max(1, #kept - limit + 1)
+  local oldest = math.max(1, #kept - limit + 1)
   local args = {"SET", "u48", "#1", limit}
   local count = 0
-  for i = first, #kept do
+  for i = oldest, #kept do
     args[#args + 1] = "SET"
     args[#args + 1] = "u48"
     args[#args + 1] = slot(count)
@@ -147,76 +160,81 @@ if size ~= limit then
       args = {}
     end
   end
-  head, expired = count % limit, limit - count
-  for _, field in ipairs({{"#0", head}, {"#2", expired}}) do
+  head, expired, first, deadline = count % limit, limit - count, kept[oldest] or 0, now + window
+  for _, field in ipairs({{"#0", head}, {"#2", expired}, {"#3", first}, {"#4", deadline}}) do
     args[#args + 1] = "SET"
     args[#args + 1] = "u48"
     args[#args + 1] = field[1]
     args[#args + 1] = field[2]
   end
   redis.call("BITFIELD", key, unpack(args))
-  redis.call("PEXPIRE", key, window)
+  redis.call("PEXPIREAT", key, deadline)
 end
 
 local function at(i)
   return redis.call("BITFIELD", key, "GET", "u48", slot((head + i) % limit))[1]
 end
 
--- Extend the expired prefix [0, expired): find the first live logical index.
-local first_live_stamp = nil
-if expired < limit then
-  local stamp_at = at(expired)
-  if now - stamp_at < window then
-    first_live_stamp = stamp_at
-  else
-    -- Gallop: low is expired; find a live high, then bisect.
-    local low, step, high = expired, 1, limit
-    while low + step < limit do
-      local v = at(low + step)
-      if now - v < window then
-        high = low + step
-        break
-      end
-      low = low + step
-      step = step * 2
+if expired < limit and now - first >= window then
+  -- `first` has expired: find the first live logical index. Gallop: low is
+  -- expired; find a live high, then bisect.
+  local low, step, high = expired, 1, limit
+  while low + step < limit do
+    if now - at(low + step) < window then
+      high = low + step
+      break
     end
-    while high - low > 1 do
-      local middle = math.floor((low + high) / 2)
-      if now - at(middle) < window then
-        high = middle
-      else
-        low = middle
-      end
+    low = low + step
+    step = step * 2
+  end
+  while high - low > 1 do
+    local middle = math.floor((low + high) / 2)
+    if now - at(middle) < window then
+      high = middle
+    else
+      low = middle
     end
-    expired = high
-    if high < limit then
-      first_live_stamp = at(high)
-    end
+  end
+  expired, first = high, 0
+  if high < limit then
+    first = at(high)
   end
 end
 
 if expired == 0 then
-  return decided(0, limit, window, 0, first_live_stamp + window - now, now)
+  return decided(0, limit, window, 0, first + window - now, now)
 end
 if charge then
   -- The oldest slot (expired) takes the new stamp and becomes the newest.
+  if expired == limit then
+    first = stamp -- Nothing else is live: the new stamp is the oldest live one.
+  end
   expired = expired - 1
-  redis.call(
-    "BITFIELD", key,
+  local args = {
     "SET", "u48", slot(head), stamp,
     "SET", "u48", "#0", (head + 1) % limit,
-    "SET", "u48", "#2", expired
-  )
+    "SET", "u48", "#2", expired,
+    "SET", "u48", "#3", first,
+  }
+  -- The key must outlive its newest stamp by a window. Setting the expiry a
+  -- window further than that lets the next window's admissions skip PEXPIREAT.
+  local extend = stamp + window > deadline
+  if extend then
+    deadline = stamp + 2 * window
+    args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] = "SET", "u48", "#4", deadline
+  end
+  redis.call("BITFIELD", key, unpack(args))
+  if extend then
+    redis.call("PEXPIREAT", key, deadline)
+  end
   if head == limit - 1 then
     -- The ring just filled its last slot. Writing past a string's end grows
     -- it greedily (up to twice its length); a fresh SET keeps it exact-size.
-    redis.call("SET", key, redis.call("GET", key))
+    redis.call("SET", key, redis.call("GET", key), "KEEPTTL")
   end
-  redis.call("PEXPIRE", key, window)
-  first_live_stamp = first_live_stamp or stamp
 end
 local reset = 0
-if first_live_stamp then
-  reset = first_live_stamp + window - now
+if first > 0 then
+  reset = first + window - now
 end
 return decided(1, limit, window, expired, reset, now)
