@@ -137,5 +137,10 @@ def backend(request: pytest.FixtureRequest) -> str:
     else:
         # LocMem runs the counter, whose fixed windows turn at each minute: a test
         # that counts exactly must not straddle that edge.
-        time.sleep(max(0.0, time.time() % 60 - 50) and 60 - time.time() % 60 + 0.05)
+        clear_of_minute_edge()
     return str(request.param)
+
+
+def clear_of_minute_edge(seconds: float = 10) -> None:
+    """Wait out a minute's last ``seconds``: the counter's fixed windows turn at each minute."""
+    time.sleep(max(0.0, time.time() % 60 - (60 - seconds)) and 60 - time.time() % 60 + 0.05)
