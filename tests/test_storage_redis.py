@@ -286,12 +286,12 @@ def test_a_flushed_script_is_loaded_again(redis_cache, free_tier, raw_key):
     assert storage.hit(prefix, "read").decision.remaining == 58
 
 
-def test_a_killed_connection_is_replaced_by_the_retry_policy(redis_cache, free_tier, raw_key):
+def test_a_killed_connection_is_replaced(redis_cache, free_tier, raw_key):
     prefix = APIKey.objects.get().prefix
     storage = get_storage()
     assert storage.hit(prefix, "read").decision.remaining == 59
-    # Every pooled connection dies (as in a Redis restart): the next check
-    # fails on its stale socket, reconnects and succeeds.
+    # Every pooled connection dies (as in a Redis restart): the pool's health
+    # check sees the closed socket before lending it, and reconnects.
     Redis.from_url(redis_cache).client_kill_filter(_type="normal", skipme=True)
     assert storage.hit(prefix, "read").decision.remaining == 58
 
