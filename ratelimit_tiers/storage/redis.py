@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,7 +17,6 @@ from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_ke
 
 SCRIPT = (Path(__file__).parent / "scripts" / "hit.lua").read_bytes()
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1.
-
 
 Arg = str | int | float
 #: Checks whose encoded script call each storage keeps: (API key, category, hit or peek).
@@ -62,7 +60,7 @@ class RedisStorage(Storage):
     def __init__(self, alias: str) -> None:
         super().__init__(alias)
         # A busy key sends the same bytes on every check: build them once.
-        self._check_call = functools.lru_cache(maxsize=CALL_CACHE_SIZE)(self._build_check_call)
+        self._check_call = lru_cache(maxsize=CALL_CACHE_SIZE)(self._build_check_call)
 
     def client(self) -> Any:
         return self._client

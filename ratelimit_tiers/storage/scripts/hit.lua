@@ -10,7 +10,7 @@
 --
 -- Returns the state when the key cannot be used ("miss" when no policy is
 -- installed), else one string "allowed limit window_ms remaining reset_ms now_ms"
--- (a single bulk reply parses faster than a seven-element array).
+-- (a single bulk reply parses faster than a six-element array).
 -- Every key written carries an expiry, and a refusal writes nothing.
 
 local category, charge = ARGV[1], ARGV[2] == "1"
