@@ -82,6 +82,17 @@ def new_key(limit: int, algorithm: str, override: int | None = None) -> tuple[st
     return key.prefix, raw
 
 
+def new_full_key(limit: int, algorithm: str) -> tuple[str, str]:
+    """A new key whose read bucket is FULL, filled through our storage."""
+    from ratelimit_tiers.storage import get_storage
+
+    prefix, raw = new_key(limit, algorithm)
+    storage = get_storage()
+    for _ in range(int(limit * FULL)):
+        storage.hit(prefix, "read")
+    return prefix, raw
+
+
 def prepared_request(raw: str) -> tuple[object, object]:
     """A DRF request authenticated by our APIKeyAuthentication, as the view would see it."""
     from rest_framework.request import Request
@@ -102,13 +113,9 @@ def prepared_request(raw: str) -> tuple[object, object]:
 
 def make_ours(algorithm: str) -> Callable[[int], Callable[[], object]]:
     def new(limit: int) -> Callable[[], object]:
-        from ratelimit_tiers.storage import get_storage
         from ratelimit_tiers.throttling import TierRateThrottle
 
-        prefix, raw = new_key(limit, algorithm)
-        storage = get_storage()
-        for _ in range(int(limit * FULL)):
-            storage.hit(prefix, "read")
+        _prefix, raw = new_full_key(limit, algorithm)
         request, view = prepared_request(raw)
         throttle = TierRateThrottle()
         return lambda: throttle.allow_request(request, view)  # type: ignore[arg-type]
@@ -123,10 +130,8 @@ def make_script_only(algorithm: str) -> Callable[[int], Callable[[], object]]:
         from ratelimit_tiers.conf import conf
         from ratelimit_tiers.storage import get_storage
 
-        prefix, _raw = new_key(limit, algorithm)
+        prefix, _raw = new_full_key(limit, algorithm)
         storage = get_storage()
-        for _ in range(int(limit * FULL)):
-            storage.hit(prefix, "read")
         call = storage._check_call(prefix, "read", True, conf.POLICY_TIMEOUT)  # type: ignore[attr-defined]
         send = storage._send  # type: ignore[attr-defined]
         return lambda: send(call.command)[:1] == b"1"

@@ -98,6 +98,21 @@ def redis_cache(redis_server: RedisServer, settings: pytest.FixtureRequest) -> I
     caches["default"].close()
 
 
+@pytest.fixture
+def broken_store(settings: pytest.FixtureRequest) -> str:
+    """Keep the default cache, but put counters and policies on a Redis that refuses connections."""
+    settings.CACHES = {
+        "default": settings.CACHES["default"],
+        "broken": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # Nothing listens on port 1: refused at once.
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
+        },
+    }
+    settings.RATELIMIT_TIERS_CACHE = "broken"
+    return "broken"
+
+
 @pytest.fixture(autouse=True)
 def _fresh_state() -> Iterator[None]:
     breaker.reset()

@@ -180,16 +180,7 @@ def test_reset_counters_action(admin_client, account, raw_key, free_tier):
 
 
 @pytest.mark.parametrize("action", ["reset_counters", "usage"])
-def test_store_outage_is_reported_not_raised(admin_client, account, raw_key, settings, action):
-    settings.CACHES = {
-        "default": settings.CACHES["default"],
-        "broken": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",  # Connection refused at once.
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
-        },
-    }
-    settings.RATELIMIT_TIERS_CACHE = "broken"
+def test_store_outage_is_reported_not_raised(admin_client, account, raw_key, broken_store, action):
     key = APIKey.objects.get()
     if action == "usage":
         page = admin_client.get(f"/admin/ratelimit_tiers/apikey/{key.pk}/change/").content.decode()

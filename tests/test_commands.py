@@ -109,16 +109,7 @@ def test_unknown_prefix(db, command):
         run(command, "nosuchprefix")
 
 
-def test_store_outage_is_a_command_error(api, settings):
-    settings.CACHES = {
-        "default": settings.CACHES["default"],
-        "broken": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
-        },
-    }
-    settings.RATELIMIT_TIERS_CACHE = "broken"
+def test_store_outage_is_a_command_error(api, broken_store):
     prefix = APIKey.objects.get().prefix
     for command in ["ratelimit_tiers_reset_key", "ratelimit_tiers_usage"]:
         with pytest.raises(CommandError, match="store is unavailable"):

@@ -235,20 +235,7 @@ def test_both_algorithms_on_redis(redis_cache, api, free_tier, algorithm):
     assert statuses == [200, 200, 200, 429]
 
 
-UNREACHABLE = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "broken": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        # Port 1 on loopback: connection refused at once.
-        "LOCATION": "redis://127.0.0.1:1/0",
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
-    },
-}
-
-
-def test_store_outage_fails_open_by_default(settings, api, caplog):
-    settings.CACHES = UNREACHABLE
-    settings.RATELIMIT_TIERS_CACHE = "broken"
+def test_store_outage_fails_open_by_default(broken_store, api, caplog):
     caplog.set_level("WARNING", logger="ratelimit_tiers")
     from ratelimit_tiers import throttling
 
@@ -261,9 +248,7 @@ def test_store_outage_fails_open_by_default(settings, api, caplog):
     assert caplog.text.count("failing open") == 1  # Not one warning per request.
 
 
-def test_store_outage_can_fail_closed(settings, api):
-    settings.CACHES = UNREACHABLE
-    settings.RATELIMIT_TIERS_CACHE = "broken"
+def test_store_outage_can_fail_closed(broken_store, settings, api):
     settings.RATELIMIT_TIERS_FAIL_OPEN = False
     response = api.get(URL)
     assert response.status_code == 503
