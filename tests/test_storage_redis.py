@@ -19,7 +19,7 @@ from ratelimit_tiers.authentication import APIKeyAuthentication
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
 from ratelimit_tiers.storage.base import bucket_key
-from ratelimit_tiers.storage.redis import SCRIPT_SHA, encode_command
+from ratelimit_tiers.storage.redis import KEPT_CONNECTIONS, SCRIPT_SHA, RedisStorage, encode_command
 from ratelimit_tiers.throttling import TierRateThrottle
 from testproject.views import ItemViewSet
 from tests.conftest import clear_of_minute_edge
@@ -290,10 +290,60 @@ def test_a_killed_connection_is_replaced(redis_cache, free_tier, raw_key):
     prefix = APIKey.objects.get().prefix
     storage = get_storage()
     assert storage.hit(prefix, "read").decision.remaining == 59
-    # Every pooled connection dies (as in a Redis restart): the pool's health
-    # check sees the closed socket before lending it, and reconnects.
+    # Every connection dies (as in a Redis restart), the one the storage keeps
+    # too: the check is sent again on one that the pool checks, and counts once.
     Redis.from_url(redis_cache).client_kill_filter(_type="normal", skipme=True)
     assert storage.hit(prefix, "read").decision.remaining == 58
+    assert storage.hit(prefix, "read").decision.remaining == 57
+
+
+def in_use(storage):
+    return len(storage.client().connection_pool._in_use_connections)
+
+
+def test_kept_connections_are_bounded_and_handed_back(redis_cache, free_tier, raw_key):
+    import gc
+
+    prefix = APIKey.objects.get().prefix
+    storage = RedisStorage("default")
+    gc.collect()  # Storages of earlier tests hand theirs back.
+    others = in_use(storage)  # Kept by other live storages of this alias.
+    storage.hit(prefix, "read")  # Installs the policy: the threads need no database.
+    barrier = threading.Barrier(3 * KEPT_CONNECTIONS)
+
+    def check(storage):
+        barrier.wait(timeout=10)
+        storage.hit(prefix, "read")
+
+    threads = [threading.Thread(target=check, args=(storage,)) for _ in range(barrier.parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # The concurrent checks needed more connections than a storage keeps.
+    assert 0 < len(storage._kept) <= KEPT_CONNECTIONS
+    assert in_use(storage) == others + len(storage._kept)
+    del storage, threads
+    gc.collect()
+    assert in_use(get_storage()) == others
+
+
+def test_a_forked_child_opens_its_own_connection(redis_cache, free_tier, raw_key):
+    import os
+
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    assert storage.hit(prefix, "read").decision.remaining == 59
+    (parent_connection,) = storage._kept
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child, which coverage does not follow.
+        ok = storage.hit(prefix, "read").decision.remaining == 58
+        ok = ok and all(kept.pid == os.getpid() for kept in storage._kept)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert storage.hit(prefix, "read").decision.remaining == 57
+    assert list(storage._kept) == [parent_connection]
 
 
 def test_encoded_calls_match_redis_py(redis_cache):

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from django.core.cache import caches
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 
 from ratelimit_tiers.algorithms import COUNTER, EXACT, READ, Decision, Rate
 from ratelimit_tiers.conf import conf
@@ -21,6 +25,8 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names script
 Arg = str | int | float
 #: Checks whose encoded script call each storage keeps: (API key, category, hit or peek).
 CALL_CACHE_SIZE = 8192
+#: Connections each storage keeps between checks, out of the client's pool.
+KEPT_CONNECTIONS = 8
 
 
 def encode_command(*parts: bytes | Arg) -> bytes:
@@ -44,6 +50,11 @@ class ScriptCall(NamedTuple):
         return cls(tuple(keys), tuple(args), encode_command("EVALSHA", SCRIPT_SHA, len(keys), *keys, *args))
 
 
+def release_all(pool: Any, connections: deque[Any]) -> None:
+    while connections:
+        pool.release(connections.pop())
+
+
 def flatten(fields: dict[str, Arg]) -> tuple[Arg, ...]:
     return tuple(x for item in fields.items() for x in item)
 
@@ -61,6 +72,8 @@ class RedisStorage(Storage):
         super().__init__(alias)
         # A busy key sends the same bytes on every check: build them once.
         self._check_call = lru_cache(maxsize=CALL_CACHE_SIZE)(self._build_check_call)
+        self._kept: deque[Any] = deque()
+        self._pid = os.getpid()
 
     def client(self) -> Any:
         return self._client
@@ -129,9 +142,11 @@ class RedisStorage(Storage):
 
         This is the client's own ``evalsha`` minus its generic argument
         packing and per-command bookkeeping, which cost more than the script
-        (see bench/README.md): the connection still comes from the pool and
-        goes back to it, and its ``retry`` policy reconnects as the client
-        would. Any failure becomes :class:`StorageUnavailable`.
+        (see bench/README.md). Connections come from the client's pool, and
+        the storage keeps up to :data:`KEPT_CONNECTIONS` of them between
+        checks rather than borrowing one per check; a connection that fails is
+        disconnected and handed back. Each connection's ``retry`` policy
+        applies. Any failure becomes :class:`StorageUnavailable`.
         """
         try:
             try:
@@ -143,14 +158,47 @@ class RedisStorage(Storage):
             raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def _send(self, command: bytes) -> bytes:
-        pool = self.client().connection_pool
-        connection = pool.get_connection()
+        if self._pid != os.getpid():  # Forked: the parent's connections are not ours.
+            self._kept.clear()  # Closes our copies of their sockets only (redis-py checks the pid).
+            self._pid = os.getpid()
         try:
-            return connection.retry.call_with_retry(  # type: ignore[no-any-return]
+            connection = self._kept.pop()
+        except IndexError:
+            return self._send_on(self._pool.get_connection(), command)
+        try:
+            return self._send_on(connection, command)
+        except RedisConnectionError:
+            # While it sat idle the server may have closed it (a restart, its
+            # idle timeout), so the command never reached Redis: send it again
+            # on a connection that the pool checks before lending.
+            return self._send_on(self._pool.get_connection(), command)
+
+    def _send_on(self, connection: Any, command: bytes) -> bytes:
+        try:
+            reply = connection.retry.call_with_retry(
                 lambda: self._round_trip(connection, command), lambda error: connection.disconnect()
             )
-        finally:
-            pool.release(connection)
+        except ResponseError:  # An error reply (NOSCRIPT...) was read whole: the connection is clean.
+            self._keep(connection)
+            raise
+        except BaseException:
+            connection.disconnect()
+            self._pool.release(connection)
+            raise
+        self._keep(connection)
+        return reply  # type: ignore[no-any-return]
+
+    def _keep(self, connection: Any) -> None:
+        self._kept.append(connection)
+        if len(self._kept) > KEPT_CONNECTIONS:  # Append, then trim: it never stays above the bound.
+            self._pool.release(self._kept.popleft())
+
+    @cached_property
+    def _pool(self) -> Any:
+        pool = self.client().connection_pool
+        # A replaced storage (settings changed) hands its kept connections back.
+        weakref.finalize(self, release_all, pool, self._kept)
+        return pool
 
     @staticmethod
     def _round_trip(connection: Any, command: bytes) -> Any:
