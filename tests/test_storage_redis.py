@@ -301,31 +301,33 @@ def in_use(storage):
     return len(storage.client().connection_pool._in_use_connections)
 
 
-def test_kept_connections_are_bounded_and_handed_back(redis_cache, free_tier, raw_key):
+def test_kept_connections_are_bounded_and_leave_the_pool_alone(redis_cache, free_tier, raw_key):
     import gc
 
     prefix = APIKey.objects.get().prefix
+    server = Redis.from_url(redis_cache)
     storage = RedisStorage("default")
-    gc.collect()  # Storages of earlier tests hand theirs back.
-    others = in_use(storage)  # Kept by other live storages of this alias.
     storage.hit(prefix, "read")  # Installs the policy: the threads need no database.
     barrier = threading.Barrier(3 * KEPT_CONNECTIONS)
 
     def check(storage):
         barrier.wait(timeout=10)
-        storage.hit(prefix, "read")
+        assert storage.hit(prefix, "read").decision.allowed
 
     threads = [threading.Thread(target=check, args=(storage,)) for _ in range(barrier.parties)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    # The concurrent checks needed more connections than a storage keeps.
-    assert 0 < len(storage._kept) <= KEPT_CONNECTIONS
-    assert in_use(storage) == others + len(storage._kept)
+    # More checks ran at once than a storage opens: the rest borrowed and gave back.
+    assert storage.peek(prefix, "read").decision.remaining == 60 - 1 - barrier.parties
+    assert len(storage._kept) == storage._opened == KEPT_CONNECTIONS
+    assert in_use(storage) == 0
+    gc.collect()  # Storages of earlier tests close theirs.
+    clients = len(server.client_list())
     del storage, threads
-    gc.collect()
-    assert in_use(get_storage()) == others
+    gc.collect()  # A dropped storage closes its connections.
+    assert len(server.client_list()) == clients - KEPT_CONNECTIONS
 
 
 def test_a_forked_child_opens_its_own_connection(redis_cache, free_tier, raw_key):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import weakref
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property, lru_cache
@@ -25,7 +25,7 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names script
 Arg = str | int | float
 #: Checks whose encoded script call each storage keeps: (API key, category, hit or peek).
 CALL_CACHE_SIZE = 8192
-#: Connections each storage keeps between checks, out of the client's pool.
+#: Connections each storage opens and keeps for its checks; more at once borrow from the pool.
 KEPT_CONNECTIONS = 8
 
 
@@ -50,11 +50,6 @@ class ScriptCall(NamedTuple):
         return cls(tuple(keys), tuple(args), encode_command("EVALSHA", SCRIPT_SHA, len(keys), *keys, *args))
 
 
-def release_all(pool: Any, connections: deque[Any]) -> None:
-    while connections:
-        pool.release(connections.pop())
-
-
 def flatten(fields: dict[str, Arg]) -> tuple[Arg, ...]:
     return tuple(x for item in fields.items() for x in item)
 
@@ -72,8 +67,10 @@ class RedisStorage(Storage):
         super().__init__(alias)
         # A busy key sends the same bytes on every check: build them once.
         self._check_call = lru_cache(maxsize=CALL_CACHE_SIZE)(self._build_check_call)
+        # Connections of our own, made with the client pool's settings, kept
+        # between checks: lending one from the pool costs more than the script.
         self._kept: deque[Any] = deque()
-        self._pid = os.getpid()
+        self._opened, self._lock, self._pid = 0, threading.Lock(), os.getpid()
 
     def client(self) -> Any:
         return self._client
@@ -138,15 +135,16 @@ class RedisStorage(Storage):
         return ScriptCall.of(keys, [category, "1" if charge else "0", timeout])
 
     def _run(self, call: ScriptCall) -> bytes:
-        """EVALSHA the script: its encoded call, sent on a connection of the client's pool.
+        """EVALSHA the script: its encoded call, sent on a connection the storage keeps.
 
         This is the client's own ``evalsha`` minus its generic argument
         packing and per-command bookkeeping, which cost more than the script
-        (see bench/README.md). Connections come from the client's pool, and
-        the storage keeps up to :data:`KEPT_CONNECTIONS` of them between
-        checks rather than borrowing one per check; a connection that fails is
-        disconnected and handed back. Each connection's ``retry`` policy
-        applies. Any failure becomes :class:`StorageUnavailable`.
+        (see bench/README.md). Each storage opens up to
+        :data:`KEPT_CONNECTIONS` connections of its own, made as the client's
+        pool makes them (so Sentinel's find the master), and keeps them
+        between checks; more concurrent checks borrow from the pool. Each
+        connection's ``retry`` policy applies, a failed one is disconnected,
+        and any failure becomes :class:`StorageUnavailable`.
         """
         try:
             try:
@@ -160,48 +158,61 @@ class RedisStorage(Storage):
     def _send(self, command: bytes) -> bytes:
         if self._pid != os.getpid():  # Forked: the parent's connections are not ours.
             self._kept.clear()  # Closes our copies of their sockets only (redis-py checks the pid).
-            self._pid = os.getpid()
+            self._opened, self._lock, self._pid = 0, threading.Lock(), os.getpid()
         try:
             connection = self._kept.pop()
         except IndexError:
-            return self._send_on(self._pool.get_connection(), command)
+            connection = self._open()
+            if connection is None:  # All of ours are busy: borrow one from the pool.
+                return self._send_borrowed(command)
+            idle = False
+        else:
+            idle = True
         try:
-            return self._send_on(connection, command)
+            return self._exchange(connection, command)
         except RedisConnectionError:
+            if not idle:
+                raise
             # While it sat idle the server may have closed it (a restart, its
-            # idle timeout), so the command never reached Redis: send it again
-            # on a connection that the pool checks before lending.
-            return self._send_on(self._pool.get_connection(), command)
+            # idle timeout), so the command never reached Redis: reconnect once.
+            return self._exchange(connection, command)
+        finally:
+            self._kept.append(connection)
 
-    def _send_on(self, connection: Any, command: bytes) -> bytes:
+    def _open(self) -> Any:
+        """A new connection of our own, made as the client's pool makes its own, unless we have enough."""
+        with self._lock:
+            if self._opened >= KEPT_CONNECTIONS:
+                return None
+            self._opened += 1
+        pool = self.client().connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
+
+    def _send_borrowed(self, command: bytes) -> bytes:
+        pool = self.client().connection_pool
+        connection = pool.get_connection()
         try:
-            reply = connection.retry.call_with_retry(
+            return self._exchange(connection, command)
+        finally:
+            pool.release(connection)
+
+    def _exchange(self, connection: Any, command: bytes) -> bytes:
+        try:
+            return connection.retry.call_with_retry(  # type: ignore[no-any-return]
                 lambda: self._round_trip(connection, command), lambda error: connection.disconnect()
             )
         except ResponseError:  # An error reply (NOSCRIPT...) was read whole: the connection is clean.
-            self._keep(connection)
             raise
         except BaseException:
-            connection.disconnect()
-            self._pool.release(connection)
+            connection.disconnect()  # Anything half sent or unread goes with the socket.
             raise
-        self._keep(connection)
-        return reply  # type: ignore[no-any-return]
-
-    def _keep(self, connection: Any) -> None:
-        self._kept.append(connection)
-        if len(self._kept) > KEPT_CONNECTIONS:  # Append, then trim: it never stays above the bound.
-            self._pool.release(self._kept.popleft())
-
-    @cached_property
-    def _pool(self) -> Any:
-        pool = self.client().connection_pool
-        # A replaced storage (settings changed) hands its kept connections back.
-        weakref.finalize(self, release_all, pool, self._kept)
-        return pool
 
     @staticmethod
     def _round_trip(connection: Any, command: bytes) -> Any:
+        # Connect through connect(), not send_packed_command()'s own fallback,
+        # which a Sentinel connection does not override: that one would dial the
+        # service name, not the master. Connected, this is a no-op.
+        connection.connect()
         connection.send_packed_command([command])
         return connection.read_response(disable_decoding=True)
 
