@@ -146,30 +146,27 @@ def fill(storage, prefix, count):
         storage.hit(prefix, "read")
 
 
-def test_memory_of_a_full_5000_per_minute_key(redis_cache, free_tier, raw_key):
-    prefix = APIKey.objects.get().prefix
-    storage = get_storage()
-    client = get_redis_connection("default")
+def full_bucket_bytes(prefix, algorithm):
+    """Fill the key's read bucket past its limit; return the bucket's MEMORY USAGE."""
     from django.core.cache import caches
 
-    set_tier(free_tier, limit=5000, algorithm="exact")
+    storage = get_storage()
     fill(storage, prefix, 5001)
     decision = storage.peek(prefix, "read").decision
     assert decision is not None
     assert not decision.allowed
-    key = caches["default"].make_key(bucket_key(prefix, "read", "exact"))
-    exact = client.memory_usage(key, samples=0)
-    assert exact <= 40 * 1024
+    key = caches["default"].make_key(bucket_key(prefix, "read", algorithm))
+    return get_redis_connection("default").memory_usage(key, samples=0)
+
+
+def test_memory_of_a_full_5000_per_minute_key(redis_cache, free_tier, raw_key):
+    prefix = APIKey.objects.get().prefix
+    set_tier(free_tier, limit=5000, algorithm="exact")
+    assert full_bucket_bytes(prefix, "exact") <= 40 * 1024
 
     set_tier(free_tier, algorithm="counter")
     clear_of_minute_edge()  # Exactly 5,000 fit only inside one fixed window.
-    fill(storage, prefix, 5001)
-    decision = storage.peek(prefix, "read").decision
-    assert decision is not None
-    assert not decision.allowed
-    key = caches["default"].make_key(bucket_key(prefix, "read", "counter"))
-    counter = client.memory_usage(key, samples=0)
-    assert counter <= 200
+    assert full_bucket_bytes(prefix, "counter") <= 200
 
 
 def client_commands(url, action):

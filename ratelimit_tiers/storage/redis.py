@@ -70,7 +70,7 @@ class RedisStorage(Storage):
         # Connections of our own, made with the client pool's settings, kept
         # between checks: lending one from the pool costs more than the script.
         self._kept: deque[Any] = deque()
-        self._opened, self._lock, self._pid = 0, threading.Lock(), os.getpid()
+        self._start_connections()
 
     def client(self) -> Any:
         return self._client
@@ -157,8 +157,7 @@ class RedisStorage(Storage):
 
     def _send(self, command: bytes) -> bytes:
         if self._pid != os.getpid():  # Forked: the parent's connections are not ours.
-            self._kept.clear()  # Closes our copies of their sockets only (redis-py checks the pid).
-            self._opened, self._lock, self._pid = 0, threading.Lock(), os.getpid()
+            self._start_connections()
         try:
             connection = self._kept.pop()
         except IndexError:
@@ -178,6 +177,12 @@ class RedisStorage(Storage):
             return self._exchange(connection, command)
         finally:
             self._kept.append(connection)
+
+    def _start_connections(self) -> None:
+        # Dropping a forked parent's connections closes only our copies of
+        # their sockets: redis-py shuts a socket down only in its own process.
+        self._kept.clear()
+        self._opened, self._lock, self._pid = 0, threading.Lock(), os.getpid()
 
     def _open(self) -> Any:
         """A new connection of our own, made as the client's pool makes its own, unless we have enough."""
