@@ -83,6 +83,16 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
+
+def env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+# The demo can show both: RATELIMIT_TIERS_IETF_HEADERS=1 scripts/demo, RATELIMIT_TIERS_FAIL_OPEN=0 ...
+RATELIMIT_TIERS_IETF_HEADERS = env_flag("RATELIMIT_TIERS_IETF_HEADERS", False)
+RATELIMIT_TIERS_FAIL_OPEN = env_flag("RATELIMIT_TIERS_FAIL_OPEN", True)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
