@@ -17,7 +17,7 @@ from redis import Redis
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from ratelimit_tiers.algorithms import EXACT
+from ratelimit_tiers.algorithms import EXACT, Rate, counter_decide
 from ratelimit_tiers.authentication import APIKeyAuthentication
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
@@ -411,3 +411,42 @@ def test_djangos_own_redis_cache_needs_no_django_redis(builtin_redis_cache):
         check=False,
     )
     assert result.stdout.strip() == "RedisStorage [True, True, False]", result.stderr
+
+
+def test_counter_script_matches_the_reference(redis_cache, free_tier, raw_key):
+    # Random hits and looks on a 1 s window: every decision the script takes on
+    # the server's clock is the one algorithms.counter_decide takes on the
+    # same state at the same millisecond, reset included.
+    prefix = APIKey.objects.get().prefix
+    set_tier(free_tier, limit=5, window_seconds=1, algorithm="counter")
+    storage, rng, rate, stored = get_storage(), random.Random(11), Rate(5, 1), None
+    outcomes = set()
+    for _ in range(80):
+        charge = rng.random() < 0.75
+        decision = (storage.hit if charge else storage.peek)(prefix, "read").decision
+        now = round(decision.now * 1000)
+        index = now // 1000
+        previous, current = 0, 0
+        if stored is not None and stored[0] >= index - 1:
+            previous, current = (stored[2], stored[1]) if stored[0] == index else (stored[1], 0)
+        assert decision == counter_decide(previous, current, now, rate, charge=charge)
+        if charge and decision.allowed:
+            stored = (index, current + 1, previous)
+        outcomes.add((charge, decision.allowed))
+        time.sleep(rng.choice([0, 0, 0.01, 0.03, 0.1, 0.3]))
+    assert outcomes == {(True, True), (True, False), (False, True), (False, False)}
+
+
+def test_counter_script_resets_the_last_admitted_when_the_refusal_says(redis_cache, free_tier, raw_key):
+    prefix = APIKey.objects.get().prefix
+    set_tier(free_tier, limit=3, window_seconds=60, algorithm="counter")
+    clear_of_minute_edge()  # Both decisions in one fixed window.
+    storage = get_storage()
+    decisions = [storage.hit(prefix, "read").decision for _ in range(4)]
+    last, refused = decisions[-2], decisions[-1]
+    assert (last.allowed, last.remaining, refused.allowed) == (True, 0, False)
+    # The same moment (ms on the server's clock), a few ms apart in `now`.
+    assert round((last.now + last.reset_after) * 1000) == round((refused.now + refused.reset_after) * 1000)
+    assert last.reset_at == refused.reset_at
+    # Not the end of the fixed window: a third of the next one after it.
+    assert round((last.now + last.reset_after) * 1000) % 60_000 == 20_000
