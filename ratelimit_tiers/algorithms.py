@@ -134,7 +134,7 @@ def counter_decide(previous: int, current: int, now: int, rate: Rate, *, charge:
     weighted = previous * (window - elapsed) / window + current
     if limit > 0 and weighted + 1 <= limit:
         counted = current + 1 if charge else current
-        remaining = math.floor(limit - weighted - (counted - current))
+        remaining = math.floor(limit - weighted - 1) if charge else math.floor(limit - weighted)
         reset = counter_wait(previous, counted, elapsed, rate, remaining + 1) if remaining < limit else 0
         return _decision(True, rate, remaining, reset, now)
     return _decision(False, rate, 0, counter_wait(previous, current, elapsed, rate), now)
