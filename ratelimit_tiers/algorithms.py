@@ -118,7 +118,7 @@ def exact_decide(stamps: Sequence[int], now: int, rate: Rate) -> tuple[Decision,
     return _decision(True, rate, limit - len(live), live[0] + window - now, now), kept
 
 
-def counter_decide(previous: int, current: int, now: int, rate: Rate) -> Decision:
+def counter_decide(previous: int, current: int, now: int, rate: Rate, *, charge: bool = True) -> Decision:
     """Sliding-window counter: the previous fixed window's count, weighted by
     how much of it still overlaps the sliding window, plus the current one's.
 
@@ -126,28 +126,38 @@ def counter_decide(previous: int, current: int, now: int, rate: Rate) -> Decisio
     the weighted count plus this request fits in ``limit``. Memory is two
     integers, but in any span of ``window`` seconds up to ``2 * limit``
     requests can be admitted (each of the two fixed windows it overlaps
-    admits at most ``limit``).
+    admits at most ``limit``). With ``charge`` false the decision is only a
+    look: ``remaining`` and ``reset_after`` leave this request uncounted.
     """
     limit, window = rate.limit, rate.window * 1000
     elapsed = now % window
     weighted = previous * (window - elapsed) / window + current
     if limit > 0 and weighted + 1 <= limit:
-        remaining = max(0, math.floor(limit - weighted - 1))
-        return _decision(True, rate, remaining, window - elapsed, now)
+        counted = current + 1 if charge else current
+        remaining = math.floor(limit - weighted - 1) if charge else math.floor(limit - weighted)
+        reset = counter_wait(previous, counted, elapsed, rate, remaining + 1) if remaining < limit else 0
+        return _decision(True, rate, remaining, reset, now)
     return _decision(False, rate, 0, counter_wait(previous, current, elapsed, rate), now)
 
 
-def counter_wait(previous: int, current: int, elapsed: int, rate: Rate) -> int:
-    """Milliseconds until :func:`counter_decide` admits one request, if none come meanwhile."""
+def counter_wait(previous: int, current: int, elapsed: int, rate: Rate, room: int = 1) -> int:
+    """Milliseconds until the counter has ``room`` for that many requests, if none come meanwhile.
+
+    With the default ``room`` of 1: until :func:`counter_decide` admits one
+    request. With ``room`` one more than ``remaining``: until ``remaining``
+    grows. ``room`` is at most ``limit``.
+    """
     limit, window = rate.limit, rate.window * 1000
     if limit <= 0:
         return window
-    if current + 1 <= limit:
+    # One division of whole numbers each, rounded up: the first millisecond
+    # that has the room, with no float error to make it a millisecond late.
+    if current + room <= limit:
         # Still in this window, once the previous window has decayed enough.
-        needed = window * (1 - (limit - 1 - current) / previous) if previous else 0.0
-        return max(1, math.ceil(needed - elapsed))
+        decayed = math.ceil(window * (previous - limit + room + current) / previous) if previous else 0
+        return max(1, decayed - elapsed)
     # In the next window, where this window's count becomes the decaying one.
-    return window - elapsed + math.ceil(window * (1 - (limit - 1) / current))
+    return window - elapsed + math.ceil(window * (current - limit + room) / current)
 
 
 def _decision(allowed: bool, rate: Rate, remaining: int, reset_ms: int, now_ms: int) -> Decision:

@@ -13,11 +13,18 @@ from django.utils.module_loading import import_string
 
 from ratelimit_tiers.algorithms import ALGORITHMS, parse_rate
 from ratelimit_tiers.conf import conf
+from ratelimit_tiers.storage import Storage
 
 MIDDLEWARE_PATH = "ratelimit_tiers.middleware.RateLimitHeadersMiddleware"
 CLUSTER_STORAGE_PATH = "ratelimit_tiers.storage.cluster.RedisClusterStorage"
 REDIS_CACHE = "django_redis.cache.RedisCache"
-REDIS_TIMEOUTS = ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT")
+BUILTIN_REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
+# The socket timeouts each Redis backend takes in its OPTIONS: django-redis's
+# names, and redis-py's for Django's own backend (it passes OPTIONS to the pool).
+REDIS_TIMEOUTS: dict[str, tuple[str, ...]] = {
+    REDIS_CACHE: ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT"),
+    BUILTIN_REDIS_CACHE: ("socket_connect_timeout", "socket_timeout"),
+}
 
 # Backends that cannot count at all, and ones that count per process or racily.
 BROKEN_CACHES = {
@@ -52,8 +59,6 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
         error(7, "RATELIMIT_TIERS_POLICY_TIMEOUT must be a positive integer.", "Seconds, e.g. 300.")
     if conf.STORAGE is not None:
-        from ratelimit_tiers.storage import Storage
-
         try:
             cls = import_string(conf.STORAGE) if isinstance(conf.STORAGE, str) else None
         except ImportError:
@@ -100,12 +105,12 @@ def check_cache(**kwargs: Any) -> list[CheckMessage]:
     alias = conf.CACHE
     if not isinstance(alias, str) or alias not in settings.CACHES:
         return []  # Reported by check_settings.
-    backend = settings.CACHES[alias].get("BACKEND", "")
+    backend = str(settings.CACHES[alias].get("BACKEND", ""))
     if backend in BROKEN_CACHES:
         return [
             Error(
                 f"The rate-limit cache {alias!r} uses {backend}: {BROKEN_CACHES[backend]}.",
-                hint="Use django_redis.cache.RedisCache (or LocMem for development).",
+                hint="Use a Redis cache, django-redis's or Django's own (or LocMem for development).",
                 id="ratelimit_tiers.E009",
             )
         ]
@@ -114,18 +119,19 @@ def check_cache(**kwargs: Any) -> list[CheckMessage]:
             Warning(
                 f"The rate-limit cache {alias!r} uses {backend}: {WEAK_CACHES[backend]}, "
                 "so limits hold only within one process.",
-                hint="Use django_redis.cache.RedisCache in production.",
+                hint="Use a Redis cache (django-redis's or Django's own) in production.",
                 id="ratelimit_tiers.W001",
             )
         ]
+    names = REDIS_TIMEOUTS.get(backend, ())
     options: Any = settings.CACHES[alias].get("OPTIONS") or {}
-    unbounded = [name for name in REDIS_TIMEOUTS if options.get(name) is None]
-    if backend == REDIS_CACHE and unbounded and conf.STORAGE != CLUSTER_STORAGE_PATH:
+    unbounded = [name for name in names if options.get(name) is None]
+    if unbounded and conf.STORAGE != CLUSTER_STORAGE_PATH:
         return [
             Warning(
                 f"The rate-limit cache {alias!r} sets no {' or '.join(unbounded)}: "
                 "a Redis that stops answering stalls requests without bound.",
-                hint='Add e.g. "SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1 to its OPTIONS.',
+                hint=f'Add e.g. "{names[0]}": 0.1, "{names[1]}": 0.1 to its OPTIONS.',
                 id="ratelimit_tiers.W003",
             )
         ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.core.cache import caches
+from redis import Redis
 from rest_framework.test import APIClient
 
 from ratelimit_tiers import breaker
@@ -96,6 +97,32 @@ def redis_cache(redis_server: RedisServer, settings: pytest.FixtureRequest) -> I
     get_redis_connection("default").flushdb()
     yield redis_server.url
     caches["default"].close()
+
+
+BUILTIN_REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
+
+
+@pytest.fixture
+def builtin_redis_cache(redis_server: RedisServer, settings: pytest.FixtureRequest) -> Iterator[str]:
+    """Point the default cache at the real Redis through Django's own backend, flushed."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": BUILTIN_REDIS_CACHE,
+            "LOCATION": redis_server.url,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+    with Redis.from_url(redis_server.url) as client:
+        client.flushdb()
+    yield redis_server.url
+
+
+@pytest.fixture(params=["django_redis", "builtin"])
+def any_redis_cache(request: pytest.FixtureRequest) -> str:
+    """The default cache on the real Redis, through django-redis and through Django's own backend."""
+    return str(
+        request.getfixturevalue("redis_cache" if request.param == "django_redis" else "builtin_redis_cache")
+    )
 
 
 @pytest.fixture

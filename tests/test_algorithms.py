@@ -130,18 +130,67 @@ def test_counter_stays_within_documented_bound(schedule, rate):
     assert max_in_any_window(admitted_counter(schedule, rate), rate.window) <= 2 * rate.limit
 
 
+#: A counter's state at a moment (``now`` in ms): the keyword arguments of counter_decide.
+counter_states = {
+    "previous": st.integers(0, 50),
+    "current": st.integers(0, 50),
+    "now": st.integers(0, 10_000_000),
+    "rate": rates,
+}
+
+
+def counter_state_at(previous, current, now, later, rate):
+    """(previous, current) at ``later`` if no request comes after the ones counted at ``now``."""
+    crossed = later // (rate.window * 1000) - now // (rate.window * 1000)
+    return {0: (previous, current), 1: (current, 0)}.get(crossed, (0, 0))
+
+
 @settings(max_examples=300, deadline=None)
-@given(
-    previous=st.integers(0, 50),
-    current=st.integers(0, 50),
-    now=st.integers(0, 10_000_000),
-    rate=rates,
-)
+@given(**counter_states)
 def test_counter_retry_after_is_enough(previous, current, now, rate):
     decision = counter_decide(previous, current, now, rate)
     if decision.allowed:
         return
     later = now + decision.retry_after * 1000
-    crossed = later // (rate.window * 1000) - now // (rate.window * 1000)
-    prev, cur = {0: (previous, current), 1: (current, 0)}.get(crossed, (0, 0))
+    prev, cur = counter_state_at(previous, current, now, later, rate)
     assert counter_decide(prev, cur, later, rate).allowed
+
+
+def test_counter_reset_of_the_last_admitted_is_the_next_refusals_retry_after():
+    # 39 s into a window with nothing before it: the 60th request and the 429
+    # right after it name the same moment, when one more request fits.
+    rate, now = Rate(60, 60), 60_000 * 1000 + 39_000
+    last = counter_decide(0, 59, now, rate)
+    refused = counter_decide(0, 60, now, rate)
+    assert (last.allowed, last.remaining, refused.allowed) == (True, 0, False)
+    assert last.reset_after == refused.reset_after == 21 + 1  # The next window, once 1/60 of it passed.
+    assert last.reset_at == refused.reset_at
+
+
+@settings(max_examples=500, deadline=None)
+@given(**counter_states, charge=st.booleans())
+def test_counter_reset_is_when_remaining_next_grows(previous, current, now, rate, charge):
+    decision = counter_decide(previous, current, now, rate, charge=charge)
+    if not decision.allowed:
+        return
+    counted = current + charge
+    reset = round(decision.reset_after * 1000)
+    if decision.remaining == rate.limit:
+        assert reset == 0  # Nothing counts: it cannot grow.
+        return
+
+    def remaining_at(later):
+        prev, cur = counter_state_at(previous, counted, now, later, rate)
+        return counter_decide(prev, cur, later, rate, charge=False).remaining
+
+    assert remaining_at(now + reset) > decision.remaining
+    assert remaining_at(now + reset - 1) == decision.remaining  # Not a millisecond sooner.
+
+
+@settings(max_examples=300, deadline=None)
+@given(**counter_states)
+def test_counter_peek_counts_nothing(previous, current, now, rate):
+    looked = counter_decide(previous, current, now, rate, charge=False)
+    charged = counter_decide(previous, current, now, rate)
+    assert looked.allowed == charged.allowed
+    assert looked.remaining == (charged.remaining + 1 if charged.allowed else 0)

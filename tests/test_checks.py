@@ -103,3 +103,28 @@ def test_redis_without_timeouts_is_a_warning(settings, options, warned):
         }
     }
     assert ("ratelimit_tiers.W003" in check_ids()) is warned
+
+
+@pytest.mark.parametrize(
+    ("options", "warned"),
+    [
+        (None, True),
+        ({"socket_timeout": 0.1}, True),
+        ({"socket_connect_timeout": 0.1}, True),
+        ({"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1}, True),  # django-redis's names: ignored.
+        ({"socket_connect_timeout": 0.1, "socket_timeout": 0.1}, False),
+    ],
+)
+def test_djangos_own_redis_cache_without_timeouts_is_a_warning(settings, options, warned):
+    # Django's backend passes OPTIONS to redis-py's connection pool, under redis-py's names.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": ["redis://127.0.0.1:1/0", "redis://127.0.0.1:2/0"],
+            **({} if options is None else {"OPTIONS": options}),
+        }
+    }
+    messages = [m for m in checks.run_checks() if m.id == "ratelimit_tiers.W003"]
+    assert bool(messages) is warned
+    if messages:
+        assert '"socket_connect_timeout": 0.1, "socket_timeout": 0.1' in messages[0].hint

@@ -2,7 +2,8 @@
 
 The children are spawned OS processes with a minimal Django of their own and no
 database: the parent installs the key's policy in Redis first, so each child's
-``RedisStorage.hit`` is the same one script call a web worker makes.
+``RedisStorage.hit`` is the same one script call a web worker makes. They run
+on django-redis and on Django's own Redis cache backend.
 """
 
 from __future__ import annotations
@@ -22,8 +23,20 @@ RUNS = 20
 
 _barrier = None
 
+#: The default cache of the children (and of the parent), without its LOCATION.
+BACKENDS = {
+    "django_redis": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 5, "SOCKET_TIMEOUT": 5},
+    },
+    "builtin": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "OPTIONS": {"socket_connect_timeout": 5, "socket_timeout": 5},
+    },
+}
 
-def _setup_child(url, barrier):
+
+def _setup_child(url, barrier, backend):
     global _barrier
     _barrier = barrier
     import django
@@ -32,13 +45,7 @@ def _setup_child(url, barrier):
     settings.configure(
         INSTALLED_APPS=["ratelimit_tiers"],
         DATABASES={},  # A child that needed SQL would fail loudly.
-        CACHES={
-            "default": {
-                "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": url,
-                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 5, "SOCKET_TIMEOUT": 5},
-            }
-        },
+        CACHES={"default": {**BACKENDS[backend], "LOCATION": url}},
         USE_TZ=True,
     )
     django.setup()
@@ -54,15 +61,17 @@ def _hammer(prefix):
     for _ in range(HITS_PER_WORKER):
         decision = storage.hit(prefix, "read").decision
         admitted += decision.allowed
-    return admitted
+    return type(storage).__name__, admitted
 
 
-@pytest.fixture(scope="module")
-def pool(redis_server):
+@pytest.fixture(scope="module", params=list(BACKENDS))
+def pool(request, redis_server):
+    """(backend, a pool of spawned processes whose default cache uses it)."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(PROCESSES)
-    with context.Pool(PROCESSES, initializer=_setup_child, initargs=(redis_server.url, barrier)) as pool:
-        yield pool
+    initargs = (redis_server.url, barrier, request.param)
+    with context.Pool(PROCESSES, initializer=_setup_child, initargs=initargs) as pool:
+        yield request.param, pool
 
 
 def prepare(free_tier, account, algorithm):
@@ -79,12 +88,16 @@ def prepare(free_tier, account, algorithm):
 
 
 @pytest.mark.parametrize("algorithm", ["exact", "counter"])
-def test_eight_processes_admit_exactly_the_limit(redis_cache, pool, free_tier, account, algorithm):
+def test_eight_processes_admit_exactly_the_limit(request, pool, free_tier, account, algorithm):
+    backend, workers = pool
+    request.getfixturevalue("redis_cache" if backend == "django_redis" else "builtin_redis_cache")
     storage, prefix = prepare(free_tier, account, algorithm)
     results = []
     for _ in range(RUNS):
         storage.clear(prefix)
-        results.append(sum(pool.map(_hammer, [prefix] * PROCESSES, chunksize=1)))
+        answers = workers.map(_hammer, [prefix] * PROCESSES, chunksize=1)
+        assert {name for name, _admitted in answers} == {"RedisStorage"}  # One script per check.
+        results.append(sum(admitted for _name, admitted in answers))
     assert results == [LIMIT] * RUNS
 
 

@@ -87,7 +87,8 @@ def test_ietf_headers_agree_with_the_legacy_ones_end_to_end(api, free_tier, sett
         assert policy["name"] == current["name"] == "read"
         assert (int(policy["q"]), int(policy["w"])) == (2, 60)
         assert int(current["r"]) == expected_remaining == int(response["X-RateLimit-Remaining"])
-        assert 0 <= int(current["t"]) <= 60
+        # Until Remaining grows: on the counter (LocMem), up to two windows for the first request.
+        assert 0 <= int(current["t"]) <= 2 * 60
     refused = api.get(URL)
     assert refused.status_code == 429
     assert RATELIMIT_RE.match(refused["RateLimit"])["t"] == refused["Retry-After"]

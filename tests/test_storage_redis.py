@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
+from django.core.cache import caches
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_redis import get_redis_connection
@@ -14,7 +17,7 @@ from redis import Redis
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from ratelimit_tiers.algorithms import EXACT
+from ratelimit_tiers.algorithms import EXACT, Rate, counter_decide
 from ratelimit_tiers.authentication import APIKeyAuthentication
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
@@ -23,6 +26,7 @@ from ratelimit_tiers.storage.redis import KEPT_CONNECTIONS, SCRIPT_SHA, RedisSto
 from ratelimit_tiers.throttling import TierRateThrottle
 from testproject.views import ItemViewSet
 from tests.conftest import clear_of_minute_edge
+from tests.processes import ROOT
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db]
 
@@ -190,7 +194,7 @@ def client_commands(url, action):
 
 
 @pytest.mark.parametrize("algorithm", ["exact", "counter"])
-def test_a_warm_check_is_one_round_trip_and_no_sql(redis_cache, free_tier, raw_key, algorithm):
+def test_a_warm_check_is_one_round_trip_and_no_sql(any_redis_cache, free_tier, raw_key, algorithm):
     set_tier(free_tier, algorithm=algorithm)
     factory = APIRequestFactory()
     view = ItemViewSet()
@@ -206,14 +210,15 @@ def test_a_warm_check_is_one_round_trip_and_no_sql(redis_cache, free_tier, raw_k
         assert throttle.allow_request(request, view)
 
     check()  # Cold: loads the identity and the policy from the database.
-    stats = get_redis_connection("default")
+    stats = Redis.from_url(any_redis_cache)
     before = stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
     with CaptureQueriesContext(connection) as queries:
-        commands = client_commands(redis_cache, check)
+        commands = client_commands(any_redis_cache, check)
     after = stats.info("commandstats")["cmdstat_evalsha"]["calls"]
     assert commands == ["EVALSHA"]
     assert after - before == 1
     assert len(queries) == 0
+    stats.close()
 
 
 def test_expired_prefix_grows_and_is_consumed(redis_cache, free_tier, raw_key):
@@ -350,3 +355,98 @@ def test_encoded_calls_match_redis_py(redis_cache):
 
     parts = ("EVALSHA", SCRIPT_SHA, 3, ":1:rlt:{abc}:policy", "ключ", "read", "1", 300, 0.5)
     assert encode_command(*parts) == b"".join(Connection().pack_command(*parts))
+
+
+def test_djangos_own_redis_cache_gets_the_script_on_its_write_server(builtin_redis_cache, settings, raw_key):
+    # A read replica that refuses connections: every check must go to the
+    # first server, where the backend writes, through the backend's own pool.
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": [builtin_redis_cache, "redis://127.0.0.1:1/0"],
+            "KEY_PREFIX": "shop",
+            "VERSION": 3,
+        }
+    }
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    assert type(storage) is RedisStorage
+    assert storage.client().connection_pool is caches["default"]._cache._get_connection_pool(write=True)
+    assert [storage.hit(prefix, "read").decision.remaining for _ in range(3)] == [59, 58, 57]
+    server = Redis.from_url(builtin_redis_cache)
+    # The keys carry the cache's KEY_PREFIX and VERSION, as make_key shapes them.
+    assert sorted(server.keys()) == [
+        f"shop:3:rlt:{{{prefix}}}:{s}".encode() for s in ("policy", "read:exact")
+    ]
+    storage.clear(prefix)
+    storage.forget([prefix])
+    assert server.keys() == []
+    server.close()
+
+
+NO_DJANGO_REDIS = """
+import sys
+sys.modules["django_redis"] = None  # As if the [redis] extra were not installed: redis-py alone.
+import django
+from django.conf import settings
+settings.configure(
+    INSTALLED_APPS=["ratelimit_tiers"],
+    CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": sys.argv[1]}},
+)
+django.setup()
+from ratelimit_tiers.algorithms import Rate
+from ratelimit_tiers.storage import get_storage
+storage = get_storage()
+print(type(storage).__name__, [storage.hit_rate("ip:test", Rate(2, 60)).allowed for _ in range(3)])
+"""
+
+
+def test_djangos_own_redis_cache_needs_no_django_redis(builtin_redis_cache):
+    result = subprocess.run(
+        [sys.executable, "-c", NO_DJANGO_REDIS, builtin_redis_cache],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.strip() == "RedisStorage [True, True, False]", result.stderr
+
+
+def test_counter_script_matches_the_reference(redis_cache, free_tier, raw_key):
+    # Random hits and looks on a 1 s window: every decision the script takes on
+    # the server's clock is the one algorithms.counter_decide takes on the
+    # same state at the same millisecond, reset included.
+    prefix = APIKey.objects.get().prefix
+    set_tier(free_tier, limit=5, window_seconds=1, algorithm="counter")
+    storage, rng, rate, stored = get_storage(), random.Random(11), Rate(5, 1), None
+    outcomes = set()
+    for _ in range(80):
+        charge = rng.random() < 0.75
+        decision = (storage.hit if charge else storage.peek)(prefix, "read").decision
+        now = round(decision.now * 1000)
+        index = now // 1000
+        previous, current = 0, 0
+        if stored is not None and stored[0] >= index - 1:
+            previous, current = (stored[2], stored[1]) if stored[0] == index else (stored[1], 0)
+        assert decision == counter_decide(previous, current, now, rate, charge=charge)
+        if charge and decision.allowed:
+            stored = (index, current + 1, previous)
+        outcomes.add((charge, decision.allowed))
+        time.sleep(rng.choice([0, 0, 0.01, 0.03, 0.1, 0.3]))
+    assert outcomes == {(True, True), (True, False), (False, True), (False, False)}
+
+
+def test_counter_script_resets_the_last_admitted_when_the_refusal_says(redis_cache, free_tier, raw_key):
+    prefix = APIKey.objects.get().prefix
+    set_tier(free_tier, limit=3, window_seconds=60, algorithm="counter")
+    clear_of_minute_edge()  # Both decisions in one fixed window.
+    storage = get_storage()
+    decisions = [storage.hit(prefix, "read").decision for _ in range(4)]
+    last, refused = decisions[-2], decisions[-1]
+    assert (last.allowed, last.remaining, refused.allowed) == (True, 0, False)
+    # The same moment (ms on the server's clock), a few ms apart in `now`.
+    assert round((last.now + last.reset_after) * 1000) == round((refused.now + refused.reset_after) * 1000)
+    assert last.reset_at == refused.reset_at
+    # Not the end of the fixed window: a third of the next one after it.
+    assert round((last.now + last.reset_after) * 1000) % 60_000 == 20_000

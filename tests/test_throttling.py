@@ -262,3 +262,34 @@ def test_locmem_backend_failure_is_not_counted_as_zero(api, monkeypatch):
     response = api.get(URL)
     assert response.status_code == 200
     assert "X-RateLimit-Limit" not in response
+
+
+@pytest.fixture
+def dummy_cache(settings, monkeypatch):
+    """The rate-limit cache is a DummyCache, in a process that has not logged about it yet."""
+    from ratelimit_tiers.storage import dummy
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+    }
+    settings.RATELIMIT_TIERS_CACHE = "dummy"
+    monkeypatch.setattr(dummy, "_logged_in", None)
+
+
+def test_dummy_cache_fails_open_without_invented_headers(dummy_cache, api, caplog):
+    # Servers run no system checks (E009): the first check says so, once per process.
+    caplog.set_level("WARNING", logger="ratelimit_tiers")
+    responses = [api.get(URL) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert not [h for r in responses for h in r.headers if "ratelimit" in h.lower()]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "DummyCache" in errors[0].getMessage()
+    assert "admitted without X-RateLimit-* headers" in errors[0].getMessage()
+
+
+def test_dummy_cache_can_fail_closed(dummy_cache, settings, api, caplog):
+    settings.RATELIMIT_TIERS_FAIL_OPEN = False
+    assert [api.get(URL).status_code for _ in range(2)] == [503, 503]
+    assert "answered 503" in caplog.text

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django.core.cache import caches
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from ratelimit_tiers.conf import conf
+from ratelimit_tiers.storage.backends import DUMMY, OTHER, REDIS, cache_kind
 from ratelimit_tiers.storage.base import Outcome, Storage
 
 __all__ = ["Outcome", "Storage", "get_storage"]
@@ -21,22 +21,18 @@ def get_storage() -> Storage:
     return _storage(conf.STORAGE, conf.CACHE)
 
 
-def is_redis_cache(alias: str) -> bool:
-    try:
-        from django_redis.cache import RedisCache
-    except ImportError:  # pragma: no cover - django-redis is an optional extra.
-        return False
-    return isinstance(caches[alias], RedisCache)
+#: The storage for each kind of cache (see ``backends``) unless ``RATELIMIT_TIERS_STORAGE`` names one.
+#: Paths, imported when chosen: ``RedisStorage`` needs redis-py, an optional extra.
+DEFAULT_STORAGES = {
+    REDIS: "ratelimit_tiers.storage.redis.RedisStorage",
+    DUMMY: "ratelimit_tiers.storage.dummy.DummyStorage",
+    OTHER: "ratelimit_tiers.storage.cache.CacheStorage",
+}
 
 
 @functools.cache
 def _storage(path: str | None, alias: str) -> Storage:
-    if path:
-        cls = import_string(path)
-    elif is_redis_cache(alias):
-        from ratelimit_tiers.storage.redis import RedisStorage as cls
-    else:
-        from ratelimit_tiers.storage.cache import CacheStorage as cls
+    cls = import_string(path or DEFAULT_STORAGES[cache_kind(alias)])
     return cls(alias)  # type: ignore[no-any-return]
 
 

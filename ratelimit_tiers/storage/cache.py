@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core.cache import BaseCache, caches
@@ -24,6 +23,9 @@ class CacheStorage(Storage):
     within one process).
     """
 
+    #: The app server's clock (Unix seconds): tests may set their own.
+    timer: Callable[[], float] = time.time
+
     @property
     def cache(self) -> BaseCache:
         return caches[self.alias]
@@ -35,7 +37,7 @@ class CacheStorage(Storage):
         return self._check(prefix, category, charge=False)
 
     def clear(self, prefix: str) -> None:
-        now = time.time()
+        now = self.timer()
         keys = []
         for base in self.bucket_keys(prefix):
             for window in {60, *self._windows(prefix)}:
@@ -65,7 +67,7 @@ class CacheStorage(Storage):
 
     def _check(self, prefix: str, category: str, *, charge: bool) -> Outcome:
         policy = self._policy(prefix)
-        now = int(time.time() * 1000)
+        now = int(self.timer() * 1000)
         if policy.state != ACTIVE:
             return Outcome(policy.state)
         if policy.expires_at and now >= policy.expires_at * 1000:
@@ -74,7 +76,7 @@ class CacheStorage(Storage):
         return Outcome(ACTIVE, self._count(base, policy.rate(category), now, charge))
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
-        return self._count(bucket_key(name, READ, COUNTER), rate, int(time.time() * 1000), charge=True)
+        return self._count(bucket_key(name, READ, COUNTER), rate, int(self.timer() * 1000), charge=True)
 
     def _count(self, base: str, rate: Rate, now: int, charge: bool) -> Decision:
         index = now // (rate.window * 1000)
@@ -83,10 +85,7 @@ class CacheStorage(Storage):
             previous = self._int(self.cache.get(previous_key, 0))
             if not charge:
                 current = self._int(self.cache.get(current_key, 0))
-                decision = counter_decide(previous, current, now, rate)
-                if decision.allowed:
-                    decision = dataclasses.replace(decision, remaining=decision.remaining + 1)
-                return decision
+                return counter_decide(previous, current, now, rate, charge=False)
             timeout = 2 * rate.window
             self.cache.add(current_key, 0, timeout)
             try:

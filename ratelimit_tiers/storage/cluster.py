@@ -10,7 +10,7 @@ keyword arguments (``startup_nodes`` may be ``(host, port)`` pairs).
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import NoBackoff
@@ -87,10 +87,12 @@ class RedisClusterStorage(RedisStorage):
         with wrap_errors():
             client = self.client()
             try:
-                return client.evalsha(SCRIPT_SHA, len(call.keys), *call.keys, *call.args)  # type: ignore[no-any-return]
+                reply = client.evalsha(SCRIPT_SHA, len(call.keys), *call.keys, *call.args)
             except NoScriptError:
                 client.script_load(SCRIPT)
-                return client.evalsha(SCRIPT_SHA, len(call.keys), *call.keys, *call.args)  # type: ignore[no-any-return]
+                reply = client.evalsha(SCRIPT_SHA, len(call.keys), *call.keys, *call.args)
+        # Typed by redis-py as str or an awaitable; a synchronous client without decoding gives bytes.
+        return cast("bytes", reply)
 
 
 def close_clients() -> None:

@@ -17,6 +17,7 @@ from ratelimit_tiers.algorithms import COUNTER, EXACT, READ, Decision, Rate
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.policies import ACTIVE, Policy, load_policy
+from ratelimit_tiers.storage.backends import redis_client
 from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_key, wrap_errors
 
 SCRIPT = (Path(__file__).parent / "scripts" / "hit.lua").read_bytes()
@@ -59,8 +60,10 @@ class RedisStorage(Storage):
 
     The script reads the key's policy and applies it in the same round trip,
     using the Redis server's clock (``TIME``), so app servers with skewed
-    clocks agree. Works with any redis-py client that django-redis hands out
-    (plain, Sentinel); :meth:`client` is the one place to change for others.
+    clocks agree. Works on the client of django-redis (plain, Sentinel) or of
+    Django's built-in Redis cache (its write server), see
+    :func:`~ratelimit_tiers.storage.backends.redis_client`; :meth:`client` is
+    the one place to change for others.
     """
 
     def __init__(self, alias: str) -> None:
@@ -82,9 +85,7 @@ class RedisStorage(Storage):
     # CACHES or our settings change: a check then costs no lookups but its own.
     @cached_property
     def _client(self) -> Any:
-        from django_redis import get_redis_connection
-
-        return get_redis_connection(self.alias)
+        return redis_client(self.alias)
 
     @cached_property
     def _make_key(self) -> Callable[[str], str]:

@@ -65,8 +65,23 @@ if policy[4] == "counter" then
   end
   local elapsed = now - index * window
   local weighted = previous * (window - elapsed) / window + current
+  -- Milliseconds until there is room for `room` requests (at most the limit),
+  -- if none come meanwhile, with `count` in this window. Mirrors algorithms.counter_wait.
+  local function wait(count, room)
+    if count + room <= limit then
+      -- Still in this window, once the previous window has decayed enough.
+      local decayed = 0
+      if previous > 0 then
+        decayed = math.ceil(window * (previous - limit + room + count) / previous)
+      end
+      return math.max(decayed - elapsed, 1)
+    end
+    -- In the next window, where this window's count becomes the decaying one.
+    return window - elapsed + math.ceil(window * (count - limit + room) / count)
+  end
   if weighted + 1 <= limit then
     local remaining = math.floor(limit - weighted)
+    local count = current
     if charge then
       redis.call("HSET", key, "w", index, "c", current + 1, "p", previous)
       if seen ~= index then
@@ -75,17 +90,16 @@ if policy[4] == "counter" then
         redis.call("PEXPIREAT", key, (index + 2) * window)
       end
       remaining = math.floor(limit - weighted - 1)
+      count = current + 1
     end
-    return decided(1, limit, window, remaining, window - elapsed, now)
+    -- The reset is when `remaining` next grows (never, while it is the limit).
+    local reset = 0
+    if remaining < limit then
+      reset = wait(count, remaining + 1)
+    end
+    return decided(1, limit, window, remaining, reset, now)
   end
-  -- Mirrors algorithms.counter_wait.
-  local wait
-  if current + 1 <= limit then
-    wait = window * (1 - (limit - 1 - current) / previous) - elapsed
-  else
-    wait = window - elapsed + window * (1 - (limit - 1) / current)
-  end
-  return decided(0, limit, window, 0, math.ceil(math.max(wait, 1)), now)
+  return decided(0, limit, window, 0, wait(current, 1), now)
 end
 
 -- Exact sliding log: a ring of the last `limit` admitted stamps, 6 bytes each
