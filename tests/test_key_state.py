@@ -139,3 +139,103 @@ def test_saving_a_key_or_an_account_drops_this_process_states(account, raw_key):
     key.revoked = True
     key.save()
     assert key_state.state(prefix) == REVOKED
+
+
+SERVER_SETTINGS = """
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": %r,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
+    }
+}
+DEBUG = False
+RATELIMIT_TIERS_FAIL_OPEN = True
+# A breaker that stays closed through the first phase and then open through the last.
+RATELIMIT_TIERS_BREAKER_FAILURES = 100
+RATELIMIT_TIERS_BREAKER_COOLDOWN = 120
+"""
+
+KILL_KEYS = """
+from datetime import timedelta
+from django.utils import timezone
+from ratelimit_tiers.models import APIKey
+def key(name):
+    return APIKey.objects.select_related("account").get(account__name=name)
+k = key("revoked"); k.revoked = True; k.save()
+k = key("expired"); k.expires_at = timezone.now() - timedelta(seconds=1); k.save()
+a = key("inactive").account; a.is_active = False; a.save()
+key("deleted").delete()
+"""
+
+DEAD = ("revoked", "expired", "inactive", "deleted")
+WORKERS = 2
+OPENED = "failed 100 times in a row"
+
+
+def sweep(port, keys, count):
+    """``count`` GETs per key on each view, interleaved: {(name, url): [status, ...]}."""
+    from tests.processes import request
+
+    statuses = {(name, url): [] for name in keys for url in (THROTTLED, UNTHROTTLED)}
+    for _ in range(count):
+        for (name, url), seen in statuses.items():
+            seen.append(request(port, url, keys[name], timeout=10).status)
+    return statuses
+
+
+def admitted_dead(statuses):
+    return sum(status == 200 for (name, _url), seen in statuses.items() if name in DEAD for status in seen)
+
+
+def dead_requests(statuses):
+    return sum(len(seen) for (name, _url), seen in statuses.items() if name in DEAD)
+
+
+def assert_dead_refused(statuses):
+    for (name, url), seen in statuses.items():
+        expected = 200 if name == "live" else 401
+        assert seen == [expected] * len(seen), (name, url, seen)
+
+
+@pytest.mark.redis
+def test_dead_keys_under_gunicorn(tmp_path):
+    """Warm dead keys in every worker, SIGKILL redis-server: none is admitted, breaker closed or open."""
+    from tests.conftest import RedisServer
+    from tests.processes import ProjectServer
+
+    redis = RedisServer(tmp_path)
+    project = ProjectServer(tmp_path, SERVER_SETTINGS % redis.url, workers=WORKERS)
+    try:
+        keys = project.create_keys(*[(name, "Free", 1_000_000) for name in ("live", *DEAD)])
+        project.start()
+        warm = sweep(project.port, keys, 10)  # Identities cached in the workers, policies in Redis.
+        assert {status for seen in warm.values() for status in seen} == {200}
+        project.manage("shell", "-c", KILL_KEYS)
+        assert_dead_refused(sweep(project.port, keys, 2))  # The store says so.
+
+        redis.kill()
+        # Refused connections with the breaker still closed: at most 2 failures per
+        # request (the check, then the bad-key bucket), 72 in all, under 100 per worker.
+        refused = sweep(project.port, keys, 4)
+        assert OPENED not in project.log_text()
+        # Then until every worker's breaker has opened (bounded), and 20 more each with it open.
+        opening = []
+        for _ in range(20):
+            if project.log_text().count(OPENED) == WORKERS:
+                break
+            opening.append(sweep(project.port, keys, 2))
+        assert project.log_text().count(OPENED) == WORKERS
+        skipped = sweep(project.port, keys, 20)
+        log = project.log_text()
+    finally:
+        project.stop()
+        redis.kill()
+    print(
+        f"\ndead keys admitted with the store down: {admitted_dead(refused)} of {dead_requests(refused)} "
+        f"(breaker closed), {admitted_dead(skipped)} of {dead_requests(skipped)} (breaker open)"
+    )
+    for statuses in (refused, *opening, skipped):
+        assert_dead_refused(statuses)
+    assert log.count(OPENED) == WORKERS and "is back" not in log
+    assert "Traceback" not in log
