@@ -16,7 +16,7 @@ from ratelimit_tiers import crypto, key_state
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import DatabaseUnavailable, StorageUnavailable, StoreUnavailable
+from ratelimit_tiers.exceptions import DatabaseUnavailable, StorageUnavailable
 from ratelimit_tiers.last_used import record as record_use
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.policies import ACTIVE
@@ -173,10 +173,7 @@ class APIKeyAuthentication(BaseAuthentication):
         try:
             return guarded(lambda: get_storage().peek(prefix, "read").state)
         except StorageUnavailable as exc:
-            if not conf.FAIL_OPEN:
-                raise StoreUnavailable() from exc
-            # Fail open, as the throttle does: admit without counting, never a dead key.
-            return key_state.state(prefix)
+            return key_state.without_store(prefix, exc)  # As the throttle does.
 
     @staticmethod
     def _throttled_by_tier(request: Request) -> bool:

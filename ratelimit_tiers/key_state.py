@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from ratelimit_tiers.conf import conf
+from ratelimit_tiers.exceptions import StorageUnavailable, StoreUnavailable
 from ratelimit_tiers.models import Account, APIKey
 from ratelimit_tiers.policies import ACTIVE, EXPIRED, UNKNOWN, state_of
 
@@ -85,6 +87,16 @@ states = KeyStates()
 
 def state(prefix: str) -> str:
     """The key's state from its database row (see :class:`KeyStates`)."""
+    return states.state(prefix)
+
+
+def without_store(prefix: str, exc: StorageUnavailable) -> str:
+    """The key's state when the store failed: 503 when failing closed, else from its database row.
+
+    What failing open means, for the throttle and for views only authentication checks.
+    """
+    if not conf.FAIL_OPEN:
+        raise StoreUnavailable() from exc
     return states.state(prefix)
 
 

@@ -14,7 +14,7 @@ from ratelimit_tiers.authentication import KeyIdentity, fail
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable, StoreUnavailable
+from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable
 from ratelimit_tiers.policies import ACTIVE
 from ratelimit_tiers.signals import check_quota, send_refused
 from ratelimit_tiers.storage import Outcome, get_storage
@@ -88,9 +88,7 @@ class TierRateThrottle(BaseThrottle):
                 exc,
                 "open" if conf.FAIL_OPEN else "closed",
             )
-        if not conf.FAIL_OPEN:
-            raise StoreUnavailable() from exc
-        return key_state.state(prefix)
+        return key_state.without_store(prefix, exc)
 
 
 def get_decision(request: Any) -> Decision | None:
