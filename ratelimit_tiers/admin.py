@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from ratelimit_tiers.algorithms import CATEGORIES
 from ratelimit_tiers.conf import conf
@@ -212,6 +213,7 @@ class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
                 fields += ["name", "expires_at", "revoked"]  # A revoked key is locked.
         return fields
 
+    @sensitive_variables()  # The raw key, and the message calls it is passed to.
     def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
         if not change:
             raw_key = APIKey.objects.assign_key(obj)
@@ -234,6 +236,7 @@ class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
         self.message_user(request, _("Revoked %(count)d key(s).") % {"count": count}, messages.SUCCESS)
 
     @admin.action(description=_("Rotate selected keys (the old ones keep working for the grace period)"))
+    @sensitive_variables()  # The raw key, and the message calls it is passed to.
     def rotate_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
         grace = timedelta(seconds=conf.ROTATION_GRACE)
         for key in queryset.select_related("account"):

@@ -5,19 +5,22 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import DatabaseError
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
-from ratelimit_tiers import crypto
+from ratelimit_tiers import crypto, key_state
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import StorageUnavailable, StoreUnavailable
+from ratelimit_tiers.exceptions import DatabaseUnavailable, StorageUnavailable
 from ratelimit_tiers.last_used import record as record_use
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.policies import ACTIVE
+from ratelimit_tiers.storage import get_storage
 
 MAX_HEADER_LENGTH = 200
 
@@ -104,8 +107,13 @@ class APIKeyAuthentication(BaseAuthentication):
     hash. Whether the key is still usable (revoked, expired, account disabled)
     is decided by :class:`~ratelimit_tiers.throttling.TierRateThrottle` in the
     same store round trip as the count; views without it check here instead.
+    If the store fails and fails open, the key's state comes from the database
+    (:mod:`~ratelimit_tiers.key_state`). If the database fails when a request
+    needs it, the answer is :class:`~ratelimit_tiers.exceptions.DatabaseUnavailable`
+    (503 with ``Retry-After``).
     """
 
+    @sensitive_variables("raw", "parts", "secret")
     def authenticate(self, request: Request) -> tuple[AccountUser, KeyIdentity] | None:
         raw = self.get_raw_key(request)
         if raw is None:
@@ -114,26 +122,23 @@ class APIKeyAuthentication(BaseAuthentication):
         if parts is None:
             raise refuse(request, fail("malformed_key"))
         prefix, secret = parts
-        identity = identities.get(prefix) or self._load(prefix)
-        if identity is None or not crypto.verify_secret(secret, identity.hashed_secret):
-            raise refuse(request, fail("unknown_key"))
-        if not self._throttled_by_tier(request):
-            from ratelimit_tiers.storage import get_storage
-
-            try:
-                state = guarded(lambda: get_storage().peek(prefix, "read").state)
-            except StorageUnavailable as exc:
-                if not conf.FAIL_OPEN:
-                    raise StoreUnavailable() from exc
-                state = ACTIVE  # Fail open, as the throttle does.
-            if state != ACTIVE:
-                raise refuse(request, fail(state))
+        try:
+            identity = identities.get(prefix) or self._load(prefix)
+            if identity is None or not crypto.verify_secret(secret, identity.hashed_secret):
+                raise refuse(request, fail("unknown_key"))
+            if not self._throttled_by_tier(request):
+                state = self._state(prefix)
+                if state != ACTIVE:
+                    raise refuse(request, fail(state))
+        except DatabaseError as exc:  # A 503 to retry, not a 500.
+            raise DatabaseUnavailable() from exc
         record_use(identity.key_id, prefix)
         return AccountUser(identity.account_id, identity.account_name), identity
 
     def authenticate_header(self, request: Request) -> str:
         return conf.KEY_KEYWORD or "Api-Key"
 
+    @sensitive_variables("value")
     def get_raw_key(self, request: Request) -> str | None:
         header = conf.KEY_HEADER
         value = request.headers.get(header)
@@ -161,6 +166,14 @@ class APIKeyAuthentication(BaseAuthentication):
         identity = KeyIdentity(row[0], prefix, row[1], row[2], row[3])
         identities.put(identity)
         return identity
+
+    @staticmethod
+    def _state(prefix: str) -> str:
+        """The key's state for a view the throttle does not check: from the store, else the database."""
+        try:
+            return guarded(lambda: get_storage().peek(prefix, "read").state)
+        except StorageUnavailable as exc:
+            return key_state.without_store(prefix, exc)  # As the throttle does.
 
     @staticmethod
     def _throttled_by_tier(request: Request) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from django.views.decorators.debug import sensitive_variables
 from rest_framework.exceptions import APIException
 
 from ratelimit_tiers.algorithms import parse_rate
@@ -41,6 +42,7 @@ def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     return address
 
 
+@sensitive_variables("meta")  # Every header, the API key's too.
 def client_ip(request: Any) -> str:
     """The client's address as text, or ``"unknown"``."""
     meta = request.META

@@ -47,13 +47,25 @@ class RateLimited(Throttled):
         self.wait = wait
 
 
-class StoreUnavailable(APIException):
-    """503 answered in fail-closed mode while the store is down."""
+class Unavailable(APIException):
+    """503 with ``Retry-After`` (DRF's exception handler adds it from ``wait``) and a JSON body."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = _("Rate limiting is temporarily unavailable; retry shortly.")
-    default_code = "ratelimit_unavailable"
 
     def __init__(self, wait: int = 1) -> None:
         super().__init__({"code": self.default_code, "detail": self.default_detail})
         self.wait = wait
+
+
+class StoreUnavailable(Unavailable):
+    """503 answered in fail-closed mode while the store is down."""
+
+    default_detail = _("Rate limiting is temporarily unavailable; retry shortly.")
+    default_code = "ratelimit_unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    """503 answered when a request needs the database (a key to look up, a policy to load) and it fails."""
+
+    default_detail = _("API keys cannot be checked right now; retry shortly.")
+    default_code = "database_unavailable"

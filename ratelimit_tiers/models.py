@@ -7,6 +7,7 @@ from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from ratelimit_tiers import crypto
 from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES
@@ -91,11 +92,13 @@ class Account(models.Model):
 
 
 class APIKeyManager(models.Manager["APIKey"]):
+    @sensitive_variables("raw_key")
     def assign_key(self, key: APIKey) -> str:
         """Give an unsaved key its prefix and hash; return the raw key, which is never stored."""
         raw_key, key.prefix, key.hashed_secret = crypto.generate_key()
         return raw_key
 
+    @sensitive_variables("raw_key")
     def create_key(self, **fields: Any) -> tuple[APIKey, str]:
         """Create and save a key; return it with the raw key, which is never stored."""
         key = self.model(**fields)
@@ -162,6 +165,7 @@ class APIKey(models.Model):
             return KEY_ROTATING
         return KEY_ACTIVE
 
+    @sensitive_variables("raw_key")
     def rotate(self, grace: timedelta) -> tuple[APIKey, str]:
         """Issue a new key for the same account and name; this one expires after ``grace``.
 

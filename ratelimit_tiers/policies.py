@@ -62,20 +62,23 @@ def load_policy(prefix: str) -> Policy:
     if key is None:
         return Policy(UNKNOWN)
     account, tier = key.account, key.account.tier
-    if key.revoked:
-        state = REVOKED
-    elif not account.is_active:
-        state = INACTIVE
-    else:
-        state = ACTIVE
     return Policy(
-        state=state,
+        state=state_of(revoked=key.revoked, account_active=account.is_active),
         window=tier.window_seconds,
         algorithm=tier.algorithm,
         limits=account.limits(),
         expires_at=key.expiry_timestamp() or 0.0,
         tier=tier.name,
     )
+
+
+def state_of(*, revoked: bool, account_active: bool) -> str:
+    """A key's state from its row, before its expiry (which the checks compare with their clock)."""
+    if revoked:
+        return REVOKED
+    if not account_active:
+        return INACTIVE
+    return ACTIVE
 
 
 def evict(prefixes: Iterable[str]) -> None:

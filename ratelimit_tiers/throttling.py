@@ -4,18 +4,20 @@ import logging
 import time
 from typing import Any
 
+from django.db import DatabaseError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+from ratelimit_tiers import key_state
 from ratelimit_tiers.algorithms import METHOD_CATEGORIES, READ, Decision
 from ratelimit_tiers.authentication import KeyIdentity, fail
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import RateLimited, StorageUnavailable, StoreUnavailable
+from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable
 from ratelimit_tiers.policies import ACTIVE
 from ratelimit_tiers.signals import check_quota, send_refused
-from ratelimit_tiers.storage import get_storage
+from ratelimit_tiers.storage import Outcome, get_storage
 
 logger = logging.getLogger("ratelimit_tiers")
 
@@ -36,7 +38,8 @@ class TierRateThrottle(BaseThrottle):
     this throttle's business. Every admitted request counts, whatever the
     view answers; a refused one does not. Over the limit it raises
     :class:`~ratelimit_tiers.exceptions.RateLimited` (429 with ``Retry-After``
-    and a JSON body); a revoked, expired or unknown key gets 401.
+    and a JSON body); a revoked, expired or unknown key gets 401, also when
+    the store is down and the request fails open.
     """
 
     def allow_request(self, request: Request, view: Any) -> bool:
@@ -45,28 +48,37 @@ class TierRateThrottle(BaseThrottle):
             return True
         storage, category = get_storage(), self.get_category(request, view)
         try:
-            outcome = guarded(storage.hit, identity.prefix, category)
-        except StorageUnavailable as exc:
-            return self.store_failed(exc)
-        if outcome.state != ACTIVE:
-            # Revoked, expired...: limited per client network, never on the key's counter.
-            raise refuse(request, fail(outcome.state))
-        decision = outcome.decision
-        assert decision is not None
-        setattr(request._request, REQUEST_ATTRIBUTE, decision)
-        setattr(request._request, CATEGORY_ATTRIBUTE, category)
-        if not decision.allowed:
-            if send_refused(type(self), request._request, identity.prefix, category, decision):
-                return True  # Shadow mode: counted, logged and signalled, never refused.
-            raise RateLimited(decision)
-        check_quota(type(self), request._request, identity.prefix, category, decision)
+            try:
+                outcome = guarded(storage.hit, identity.prefix, category)
+            except StorageUnavailable as exc:
+                outcome = Outcome(self.store_failed(exc, identity.prefix))
+            if outcome.state != ACTIVE:
+                # Revoked, expired...: limited per client network, never on the key's counter.
+                raise refuse(request, fail(outcome.state))
+            decision = outcome.decision
+            if decision is None:
+                return True  # Failed open: admitted, not counted.
+            setattr(request._request, REQUEST_ATTRIBUTE, decision)
+            setattr(request._request, CATEGORY_ATTRIBUTE, category)
+            if not decision.allowed:
+                if send_refused(type(self), request._request, identity.prefix, category, decision):
+                    return True  # Shadow mode: counted, logged and signalled, never refused.
+                raise RateLimited(decision)
+            check_quota(type(self), request._request, identity.prefix, category, decision)
+        except DatabaseError as exc:  # Loading a policy or a tier: a 503 to retry, not a 500.
+            raise DatabaseUnavailable() from exc
         return True
 
     def get_category(self, request: Request, view: Any) -> str:
         category = getattr(view, "ratelimit_category", None)
         return category or METHOD_CATEGORIES.get(request.method or "GET", READ)
 
-    def store_failed(self, exc: StorageUnavailable) -> bool:
+    def store_failed(self, exc: StorageUnavailable, prefix: str) -> str:
+        """The key's state when the store failed: logged, then 503 (fail closed) or read from the database.
+
+        Failing open admits without counting; a revoked, expired, disabled or
+        deleted key is still refused (see :mod:`~ratelimit_tiers.key_state`).
+        """
         global _last_outage_log
         now = time.monotonic()
         if now - _last_outage_log >= 10:  # One warning per 10 s per process, not per request.
@@ -76,9 +88,7 @@ class TierRateThrottle(BaseThrottle):
                 exc,
                 "open" if conf.FAIL_OPEN else "closed",
             )
-        if conf.FAIL_OPEN:
-            return True
-        raise StoreUnavailable()
+        return key_state.without_store(prefix, exc)
 
 
 def get_decision(request: Any) -> Decision | None:

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from rest_framework import serializers, viewsets
+from typing import Any
+
+from rest_framework import generics, serializers, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from testproject.models import Item
 
@@ -16,3 +20,23 @@ class ItemViewSet(viewsets.ModelViewSet):
 
     queryset = Item.objects.all()
     serializer_class = ItemSerializer
+
+
+class WhoAmISerializer(serializers.Serializer):
+    account = serializers.CharField()
+    prefix = serializers.CharField()
+
+
+class WhoAmIView(generics.GenericAPIView):
+    """The key's account and prefix, from the request alone: no query of its own."""
+
+    serializer_class = WhoAmISerializer
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response({"account": str(request.user), "prefix": request.auth.prefix})
+
+
+class UnthrottledWhoAmIView(WhoAmIView):
+    """Not rate-limited: authentication alone checks that the key is usable."""
+
+    throttle_classes = []

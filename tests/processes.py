@@ -61,7 +61,8 @@ class ProjectServer:
         output = self.manage("shell", "-c", CREATE_KEYS % json.dumps(specs))
         return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
-    def start(self) -> None:
+    def start(self, *options: str) -> None:
+        """Serve with gunicorn; ``options`` are more of its command-line options (e.g. ``-c`` a file)."""
         self.log = (self.directory / "gunicorn.log").open("wb")
         self.process = subprocess.Popen(
             [
@@ -72,6 +73,7 @@ class ProjectServer:
                 str(self.workers),
                 "--bind",
                 f"127.0.0.1:{self.port}",
+                *options,
                 "testproject.wsgi:application",
             ],
             cwd=ROOT,

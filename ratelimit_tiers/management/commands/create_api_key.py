@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from ratelimit_tiers.models import Account, APIKey, Tier
 
@@ -19,6 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--tier", help="Tier name (required when the account is new).")
         parser.add_argument("--name", default="default", help="A name for the key (default: %(default)s).")
 
+    @sensitive_variables()  # The raw key, and the output calls it is passed to.
     @transaction.atomic
     def handle(self, *args: Any, account: str, tier: str | None, name: str, **options: Any) -> None:
         tier_obj = None

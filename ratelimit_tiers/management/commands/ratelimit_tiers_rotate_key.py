@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.views.decorators.debug import sensitive_variables
 
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.management.keys import get_key
@@ -28,6 +29,7 @@ class Command(BaseCommand):
             help="Seconds the old key keeps working (default: RATELIMIT_TIERS_ROTATION_GRACE).",
         )
 
+    @sensitive_variables()  # The raw key, and the output calls it is passed to.
     def handle(self, *args: Any, prefix: str, grace: int | None, **options: Any) -> None:
         seconds = conf.ROTATION_GRACE if grace is None else grace
         if seconds < 0:
