@@ -20,7 +20,7 @@ from django.dispatch import receiver
 from ratelimit_tiers.algorithms import Rate
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
-from ratelimit_tiers.models import Account, APIKey, Tier
+from ratelimit_tiers.models import Account, APIKey, Tier, keys_changed
 from ratelimit_tiers.storage.base import wrap_errors
 
 logger = logging.getLogger("ratelimit_tiers")
@@ -147,3 +147,8 @@ def _account_changed(instance: Account, **kwargs: Any) -> None:
 @receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_evict_key")
 def _key_changed(instance: APIKey, **kwargs: Any) -> None:
     evict([instance.prefix])
+
+
+@receiver(keys_changed, dispatch_uid="rlt_evict_keys")
+def _keys_changed(prefixes: list[str], **kwargs: Any) -> None:
+    evict(prefixes)
