@@ -44,6 +44,11 @@ def bucket_key(prefix: str, category: str, algorithm: str) -> str:
     return f"rlt:{{{prefix}}}:{category}:{algorithm}"
 
 
+def stamp_ms(decision: Decision) -> int:
+    """The store's clock when ``decision`` was taken, in integer milliseconds as the store wrote it."""
+    return round(decision.now * 1000)
+
+
 @contextmanager
 def wrap_errors() -> Iterator[None]:
     try:
@@ -86,6 +91,14 @@ class Storage(ABC):
         was loaded under the current one: a check that read the database
         before the eviction cannot put the old policy back after it.
         """
+
+    def give_back(self, prefix: str, category: str, decision: Decision) -> bool:
+        """Uncount an admission (``decision``, from :meth:`hit`) that another throttle refused.
+
+        Never frees more than that one admission; returns whether it was
+        given back. The default keeps it counted.
+        """
+        return False
 
     def hit_rate(self, name: str, rate: Rate) -> Decision | None:
         """Count one request in an ad-hoc bucket with a fixed ``rate`` (e.g. per client IP).

@@ -20,6 +20,7 @@ from ratelimit_tiers.storage.base import (
     generation_key,
     new_generation,
     policy_key,
+    stamp_ms,
     wrap_errors,
 )
 
@@ -98,6 +99,16 @@ class CacheStorage(Storage):
             return Outcome(EXPIRED)
         base = bucket_key(prefix, category, COUNTER)
         return Outcome(ACTIVE, self._count(base, policy.rate(category), now, charge))
+
+    def give_back(self, prefix: str, category: str, decision: Decision) -> bool:
+        # The admission's window counter, whether it is still the current one or now the previous.
+        index = stamp_ms(decision) // (decision.window * 1000)
+        with wrap_errors():
+            try:
+                self.cache.decr(f"{bucket_key(prefix, category, COUNTER)}:{index}")
+            except ValueError:  # Expired or evicted since.
+                return False
+        return True
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
         return self._count(bucket_key(name, READ, COUNTER), rate, int(time.time() * 1000), charge=True)

@@ -22,6 +22,7 @@ from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_ke
 
 SCRIPT = (Path(__file__).parent / "scripts" / "hit.lua").read_bytes()
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1.
+GIVE_BACK_SCRIPT = (Path(__file__).parent / "scripts" / "give_back.lua").read_text()
 
 Arg = str | int | float
 #: Checks whose encoded script call each storage keeps: (API key, category, hit or peek).
@@ -112,6 +113,17 @@ class RedisStorage(Storage):
                 pipe.set(self.make_key(base.generation_key(prefix)), generation, ex=base.GENERATION_TIMEOUT)
                 pipe.delete(self.make_key(policy_key(prefix)))
             pipe.execute()
+
+    def give_back(self, prefix: str, category: str, decision: Decision) -> bool:
+        keys = [
+            self.make_key(policy_key(prefix)),
+            self.make_key(bucket_key(prefix, category, EXACT)),
+            self.make_key(bucket_key(prefix, category, COUNTER)),
+        ]
+        with wrap_errors():
+            # Rare (another throttle refused): the client's own script call is fast enough.
+            script = self.client().register_script(GIVE_BACK_SCRIPT)
+            return bool(script(keys=keys, args=[base.stamp_ms(decision)]))
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
         # The bucket carries its own policy, installed by the same script call.
