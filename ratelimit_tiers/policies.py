@@ -82,7 +82,9 @@ def evict(prefixes: Iterable[str]) -> None:
     """Drop cached policies now and again once the transaction commits.
 
     A request racing the save may reload the old row before the commit and
-    cache it again; the second eviction removes that stale copy.
+    cache it again; the second eviction removes that stale copy. Each eviction
+    also gives the keys a new generation, so a load that read the row before
+    it can never install its policy after it (see ``Storage.forget``).
     """
     prefixes = list(prefixes)
     if prefixes:
