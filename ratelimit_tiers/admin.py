@@ -231,7 +231,7 @@ class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
         return fields
 
     # Adding a key or rotating one answers with a page that shows the new
-    # secrets (NewKeysResponse), never with a redirect and a message: Django's
+    # secrets (new_keys_response), never with a redirect and a message: Django's
     # messages travel in a signed but readable cookie.
 
     @sensitive_variables("raw_key")
@@ -243,12 +243,14 @@ class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
             return
         super().save_model(request, obj, form, change)
 
+    @sensitive_variables("new_keys")
     def response_add(self, request: HttpRequest, obj: APIKey, post_url_continue: str | None = None) -> Any:
         new_keys = getattr(request, NEW_KEYS_ATTRIBUTE, None)
         if new_keys is None:
             return super().response_add(request, obj, post_url_continue)
         return self.new_keys_response(request, new_keys)
 
+    @sensitive_variables("new_keys", "context")
     def new_keys_response(self, request: HttpRequest, new_keys: list[NewKey]) -> TemplateResponse:
         """The page that shows new secrets once, kept out of every cache."""
         context = {
