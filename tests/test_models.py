@@ -109,3 +109,9 @@ def test_queryset_revoke_evicts_where_update_does_not(account, raw_key, api):
     assert APIKey.objects.filter(account=account).revoke() == 1
     assert api.get("/api/items/").json()["code"] == "revoked"
     assert APIKey.objects.filter(account=account).revoke() == 0  # Already revoked.
+
+
+def test_queryset_delete_evicts(account, raw_key, api):
+    assert api.get("/api/items/").status_code == 200
+    APIKey.objects.filter(account=account).delete()  # Signals per object: evicted.
+    assert api.get("/api/items/").json()["code"] == "unknown_key"
