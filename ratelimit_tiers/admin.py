@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext
@@ -28,6 +32,19 @@ STATUS_LABELS = {
     KEY_EXPIRED: _("expired"),
     KEY_REVOKED: _("revoked"),
 }
+#: Attribute of the ``HttpRequest`` that carries a key added in the admin to its response.
+NEW_KEYS_ATTRIBUTE = "ratelimit_tiers_new_keys"
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just issued, with its secret, for the one page that shows it."""
+
+    key: APIKey
+    raw_key: str = field(repr=False)
+    replaces: APIKey | None = None
+
+
 STATUS_COLORS = {KEY_ACTIVE: "#2e7d32", KEY_ROTATING: "#b26a00", KEY_EXPIRED: "#777", KEY_REVOKED: "#c62828"}
 
 
@@ -213,56 +230,98 @@ class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
                 fields += ["name", "expires_at", "revoked"]  # A revoked key is locked.
         return fields
 
-    @sensitive_variables()  # The raw key, and the message calls it is passed to.
+    # Adding a key or rotating one answers with a page that shows the new
+    # secrets (new_keys_response), never with a redirect and a message: Django's
+    # messages travel in a signed but readable cookie.
+
+    @sensitive_variables()
     def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
         if not change:
             raw_key = APIKey.objects.assign_key(obj)
             obj.save()
-            messages.warning(
-                request,
-                _("The API key for %(name)s is: %(key)s. Copy it now: it will not be shown again.")
-                % {"name": obj.name, "key": raw_key},
-            )
+            setattr(request, NEW_KEYS_ATTRIBUTE, [NewKey(obj, raw_key)])
             return
         super().save_model(request, obj, form, change)
 
-    @admin.action(description=_("Revoke selected keys (cannot be undone)"))
+    @sensitive_variables("new_keys")
+    def response_add(self, request: HttpRequest, obj: APIKey, post_url_continue: str | None = None) -> Any:
+        new_keys = getattr(request, NEW_KEYS_ATTRIBUTE, None)
+        if new_keys is None:
+            return super().response_add(request, obj, post_url_continue)
+        return self.new_keys_response(request, new_keys)
+
+    @sensitive_variables("new_keys", "context")
+    def new_keys_response(self, request: HttpRequest, new_keys: list[NewKey]) -> TemplateResponse:
+        """The page that shows new secrets once, kept out of every cache."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": gettext("Copy the new API keys now"),
+            "new_keys": new_keys,
+        }
+        response = TemplateResponse(request, "admin/ratelimit_tiers/apikey/new_keys.html", context)
+        add_never_cache_headers(response)
+        return response
+
+    def has_rotate_permission(self, request: HttpRequest) -> bool:
+        """Rotating shows a new secret: it takes ``rotate_apikey`` on top of the change permission."""
+        opts = self.opts
+        return self.has_change_permission(request) and request.user.has_perm(
+            f"{opts.app_label}.{get_permission_codename('rotate', opts)}"
+        )
+
+    @admin.action(description=_("Revoke selected keys (cannot be undone)"), permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
         count = 0
         for key in queryset.filter(revoked=False):
             key.revoked = True
             key.save(update_fields=["revoked"])  # save(), not update(): evicts the cached policy.
+            self.log_change(request, key, gettext("Revoked (admin action)."))
             count += 1
         self.message_user(request, _("Revoked %(count)d key(s).") % {"count": count}, messages.SUCCESS)
 
-    @admin.action(description=_("Rotate selected keys (the old ones keep working for the grace period)"))
-    @sensitive_variables()  # The raw key, and the message calls it is passed to.
-    def rotate_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+    @admin.action(
+        description=_("Rotate selected keys (the old ones keep working for the grace period)"),
+        permissions=["rotate"],
+    )
+    @sensitive_variables()
+    def rotate_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> TemplateResponse | None:
         grace = timedelta(seconds=conf.ROTATION_GRACE)
+        new_keys = []
         for key in queryset.select_related("account"):
             try:
                 new_key, raw_key = key.rotate(grace)
             except ValidationError as exc:
                 self.message_user(request, f"{key.prefix}: {' '.join(exc.messages)}", messages.ERROR)
                 continue
-            messages.warning(
+            until = key.expires_at.isoformat() if key.expires_at else ""
+            self.log_change(
                 request,
-                _(
-                    "Rotated %(old)s. The new API key for %(name)s is: %(key)s. Copy it now: it will not be "
-                    "shown again. The old key works until %(until)s."
+                key,
+                gettext(
+                    "Rotated (admin action): replaced by %(new)s; this key keeps working until %(until)s "
+                    "(grace %(grace)d s)."
                 )
-                % {"old": key.prefix, "name": new_key.name, "key": raw_key, "until": key.expires_at},
+                % {"new": new_key.prefix, "until": until, "grace": conf.ROTATION_GRACE},
             )
+            self.log_addition(request, new_key, gettext("Issued by rotating %(old)s.") % {"old": key.prefix})
+            new_keys.append(NewKey(new_key, raw_key, replaces=key))
+        if not new_keys:
+            return None  # Only refusals: back to the list, with their messages.
+        return self.new_keys_response(request, new_keys)
 
-    @admin.action(description=_("Reset the rate-limit counters of selected keys"))
+    @admin.action(description=_("Reset the rate-limit counters of selected keys"), permissions=["change"])
     def reset_counters(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
         storage = get_storage()
+        keys = list(queryset)
         try:
-            for prefix in queryset.values_list("prefix", flat=True):
-                storage.clear(prefix)
+            for key in keys:
+                storage.clear(key.prefix)
         except StorageUnavailable as exc:
             self.message_user(
                 request, _("The rate-limit store is unavailable: %(error)s") % {"error": exc}, messages.ERROR
             )
             return
+        for key in keys:
+            self.log_change(request, key, gettext("Rate-limit counters reset (admin action)."))
         self.message_user(request, _("Counters reset."), messages.SUCCESS)

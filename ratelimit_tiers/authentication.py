@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 from rest_framework.authentication import BaseAuthentication
@@ -18,7 +22,7 @@ from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import DatabaseUnavailable, StorageUnavailable
 from ratelimit_tiers.last_used import record as record_use
-from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.models import Account, APIKey
 from ratelimit_tiers.policies import ACTIVE
 from ratelimit_tiers.storage import get_storage
 
@@ -66,26 +70,51 @@ class AccountUser:
         return self.name
 
 
-class _IdentityCache:
-    """A small per-process LRU of :class:`KeyIdentity` by prefix; misses are not kept."""
+#: Seconds a process trusts a key's cached identity (its account and the
+#: account's name) before reading it again: how long a change made elsewhere
+#: (another process, ``update()``, raw SQL) can go unseen. Saves and deletes
+#: in the same process drop the entries they affect at once.
+IDENTITY_TTL = 30.0
 
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._items: OrderedDict[str, KeyIdentity] = OrderedDict()
+
+class _IdentityCache:
+    """A small per-process LRU of :class:`KeyIdentity` by prefix; misses are not kept.
+
+    Entries expire after ``ttl`` seconds of ``clock`` (injectable for tests).
+    """
+
+    def __init__(
+        self, size: int = 10_000, ttl: float = IDENTITY_TTL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.size, self.ttl, self.clock = size, ttl, clock
+        self._items: OrderedDict[str, tuple[float, KeyIdentity]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, prefix: str) -> KeyIdentity | None:
         with self._lock:
-            identity = self._items.get(prefix)
-            if identity is not None:
-                self._items.move_to_end(prefix)
-            return identity
+            item = self._items.get(prefix)
+            if item is None:
+                return None
+            if self.clock() >= item[0]:
+                del self._items[prefix]
+                return None
+            self._items.move_to_end(prefix)
+            return item[1]
 
     def put(self, identity: KeyIdentity) -> None:
         with self._lock:
-            self._items[identity.prefix] = identity
+            self._items[identity.prefix] = (self.clock() + self.ttl, identity)
             if len(self._items) > self.size:
                 self._items.popitem(last=False)
+
+    def forget(self, prefix: str | None = None, account_id: int | None = None) -> None:
+        """Drop the identity of one key, or those of every key of an account."""
+        with self._lock:
+            if prefix is not None:
+                self._items.pop(prefix, None)
+            if account_id is not None:
+                for stale in [p for p, (_, i) in self._items.items() if i.account_id == account_id]:
+                    del self._items[stale]
 
     def clear(self) -> None:
         with self._lock:
@@ -93,6 +122,16 @@ class _IdentityCache:
 
 
 identities = _IdentityCache()
+
+
+@receiver([post_save, post_delete], sender=Account, dispatch_uid="rlt_identities_account")
+def _account_changed(instance: Account, **kwargs: Any) -> None:
+    identities.forget(account_id=instance.pk)  # Its name may have changed.
+
+
+@receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_identities_key")
+def _key_changed(instance: APIKey, **kwargs: Any) -> None:
+    identities.forget(prefix=instance.prefix)  # Its account may have changed.
 
 
 def fail(code: str) -> AuthenticationFailed:

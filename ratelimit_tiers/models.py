@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
@@ -19,6 +20,10 @@ KEY_ACTIVE = "active"
 KEY_ROTATING = "rotating"
 KEY_EXPIRED = "expired"
 KEY_REVOKED = "revoked"
+
+#: Sent with ``prefixes`` by the writes of this module that bypass ``save()``
+#: (:meth:`APIKeyQuerySet.revoke`), so that ``policies`` evicts those keys.
+keys_changed = Signal()
 
 ALGORITHM_CHOICES = [("", _("Default (RATELIMIT_TIERS_ALGORITHM)"))] + [(a, a) for a in ALGORITHMS]
 
@@ -91,7 +96,25 @@ class Account(models.Model):
         return {category: self.tier.category_limit(category) for category in CATEGORIES}
 
 
-class APIKeyManager(models.Manager["APIKey"]):
+class APIKeyQuerySet(models.QuerySet["APIKey"]):
+    def revoke(self) -> int:
+        """Revoke the keys of this queryset that are not revoked yet; return how many.
+
+        Unlike ``update(revoked=True)``, which sends no signals and so leaves
+        their cached policies active for up to ``POLICY_TIMEOUT``, this evicts
+        them (now and again when the transaction commits), like ``save()``.
+        """
+        with transaction.atomic():
+            rows = list(self.filter(revoked=False).select_for_update().values_list("pk", "prefix"))
+            count = self.model._default_manager.filter(pk__in=[pk for pk, _ in rows]).update(revoked=True)
+            keys_changed.send(sender=self.model, prefixes=[prefix for _, prefix in rows])
+        return count
+
+
+_APIKeyManagerBase = models.Manager.from_queryset(APIKeyQuerySet)
+
+
+class APIKeyManager(_APIKeyManagerBase["APIKey"]):
     @sensitive_variables("raw_key")
     def assign_key(self, key: APIKey) -> str:
         """Give an unsaved key its prefix and hash; return the raw key, which is never stored."""
@@ -138,6 +161,8 @@ class APIKey(models.Model):
 
     class Meta:
         ordering = ["-created"]
+        # Rotating shows a new secret: more than changing a key's name or expiry.
+        permissions = [("rotate_apikey", _("Can rotate API keys (and see the new secrets)"))]
         verbose_name = _("API key")
         verbose_name_plural = _("API keys")
 

@@ -20,7 +20,7 @@ from django.dispatch import receiver
 from ratelimit_tiers.algorithms import Rate
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
-from ratelimit_tiers.models import Account, APIKey, Tier
+from ratelimit_tiers.models import Account, APIKey, Tier, keys_changed
 from ratelimit_tiers.storage.base import wrap_errors
 
 logger = logging.getLogger("ratelimit_tiers")
@@ -85,7 +85,9 @@ def evict(prefixes: Iterable[str]) -> None:
     """Drop cached policies now and again once the transaction commits.
 
     A request racing the save may reload the old row before the commit and
-    cache it again; the second eviction removes that stale copy.
+    cache it again; the second eviction removes that stale copy. Each eviction
+    also gives the keys a new generation, so a load that read the row before
+    it can never install its policy after it (see ``Storage.forget``).
     """
     prefixes = list(prefixes)
     if prefixes:
@@ -150,3 +152,8 @@ def _account_changed(instance: Account, **kwargs: Any) -> None:
 @receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_evict_key")
 def _key_changed(instance: APIKey, **kwargs: Any) -> None:
     evict([instance.prefix])
+
+
+@receiver(keys_changed, dispatch_uid="rlt_evict_keys")
+def _keys_changed(prefixes: list[str], **kwargs: Any) -> None:
+    evict(prefixes)

@@ -36,10 +36,12 @@ class TierRateThrottle(BaseThrottle):
     follows the HTTP method (GET/HEAD/OPTIONS read, POST/PUT/PATCH write,
     DELETE delete). Requests that did not authenticate with an API key are not
     this throttle's business. Every admitted request counts, whatever the
-    view answers; a refused one does not. Over the limit it raises
+    view answers; a refused one does not, whichever throttle of the view
+    refused it. Over the limit it raises
     :class:`~ratelimit_tiers.exceptions.RateLimited` (429 with ``Retry-After``
-    and a JSON body); a revoked, expired or unknown key gets 401, also when
-    the store is down and the request fails open.
+    and a JSON body) at once, before throttles listed after it are asked; a
+    revoked, expired or unknown key gets 401, also when the store is down and
+    the request fails open.
     """
 
     def allow_request(self, request: Request, view: Any) -> bool:
@@ -65,9 +67,38 @@ class TierRateThrottle(BaseThrottle):
                     return True  # Shadow mode: counted, logged and signalled, never refused.
                 raise RateLimited(decision)
             check_quota(type(self), request._request, identity.prefix, category, decision)
+            self.give_back_if_refused(view, request, identity.prefix, category, decision)
         except DatabaseError as exc:  # Loading a policy or a tier: a 503 to retry, not a 500.
             raise DatabaseUnavailable() from exc
         return True
+
+    def give_back_if_refused(
+        self, view: Any, request: Request, prefix: str, category: str, decision: Decision
+    ) -> None:
+        """If another throttle of the view refuses the request, uncount it and drop our headers.
+
+        DRF's ``check_throttles`` asks every throttle, then calls
+        ``view.throttled()`` once if any refused: the one moment all verdicts
+        are in. A 429 never costs tier quota, and it carries the refusing
+        throttle's ``Retry-After`` without ``X-RateLimit-*`` headers that would
+        say requests remain.
+        """
+        throttled = getattr(view, "throttled", None)
+        if throttled is None:
+            return
+
+        def refused(drf_request: Request, wait: float | None) -> None:
+            if getattr(request._request, REQUEST_ATTRIBUTE, None) is decision:
+                delattr(request._request, REQUEST_ATTRIBUTE)
+                try:
+                    guarded(get_storage().give_back, prefix, category, decision)
+                except StorageUnavailable as exc:
+                    logger.warning(
+                        "Could not give back a request of %s another throttle refused: %s", prefix, exc
+                    )
+            throttled(drf_request, wait)
+
+        view.throttled = refused
 
     def get_category(self, request: Request, view: Any) -> str:
         category = getattr(view, "ratelimit_category", None)

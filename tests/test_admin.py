@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
+from django.contrib.messages.storage.cookie import CookieStorage
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from ratelimit_tiers.models import APIKey, Tier
 
 URL = "/api/items/"
+NEW_KEY_RE = re.compile(r'<code class="rlt-new-key">(\w{12}\.[\w-]+)</code>')
 
 
 def key_client(raw_key):
@@ -22,12 +27,34 @@ def messages_of(response):
     return [str(m) for m in get_messages(response.wsgi_request)]
 
 
-def act(admin_client, action, *keys):
+def act(admin_client, action, *keys, follow=True):
     return admin_client.post(
         "/admin/ratelimit_tiers/apikey/",
         {"action": action, "_selected_action": [k.pk for k in keys]},
-        follow=True,
+        follow=follow,
     )
+
+
+def new_keys_of(response):
+    return NEW_KEY_RE.findall(response.content.decode())
+
+
+def staff(django_user_model, username, *codenames):
+    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="ratelimit_tiers", codename__in=codenames)
+    )
+    return user
+
+
+def assert_no_secret_in_cookies(response, raw_key, rf):
+    """Neither a Set-Cookie header nor a decoded messages cookie holds the secret."""
+    secret = raw_key.split(".")[1]
+    assert secret not in str(response.cookies)
+    morsel = response.cookies.get(CookieStorage.cookie_name)
+    if morsel is not None and morsel.value:
+        stored = CookieStorage(rf.get("/"))._decode(morsel.value) or []
+        assert not [m for m in stored if secret in str(m)]
 
 
 def test_tier_list_shows_limits_shadow_and_account_count(admin_client, account):
@@ -95,17 +122,20 @@ def test_key_list_shows_status_and_filters_by_it(admin_client, account):
     assert names("active") == ["active", "rotating"]  # The replacement keeps the name.
 
 
-def test_creating_a_key_shows_the_secret_once(admin_client, account):
+def test_creating_a_key_shows_the_secret_once(admin_client, account, rf):
     response = admin_client.post(
         "/admin/ratelimit_tiers/apikey/add/",
         {"account": account.pk, "name": "ci", "expires_at": ""},
-        follow=True,
     )
-    [message] = [m for m in messages_of(response) if "Copy it now" in m]
+    # The answer to the POST itself shows the secret: no redirect, no message, no cookie.
+    assert response.status_code == 200
+    [raw_key] = new_keys_of(response)
     key = APIKey.objects.get(name="ci")
-    raw_key = message.split("is: ")[1].split(". Copy")[0]
     assert raw_key.startswith(key.prefix + ".")
-    assert "will not be shown again" in message
+    assert "will not be shown again" in response.content.decode()
+    assert "no-store" in response["Cache-Control"]
+    assert_no_secret_in_cookies(response, raw_key, rf)
+    assert not [m for m in messages_of(response) if raw_key.split(".")[1] in m]
     assert key_client(raw_key).get(URL).status_code == 200
     again = admin_client.get(f"/admin/ratelimit_tiers/apikey/{key.pk}/change/").content.decode()
     assert raw_key not in again
@@ -127,12 +157,14 @@ def test_revoke_action(admin_client, account, raw_key):
     assert api.get(URL).json()["code"] == "revoked"
 
 
-def test_rotate_action_keeps_both_keys_working_during_the_grace(admin_client, account, raw_key, settings):
+def test_rotate_action_keeps_both_keys_working_during_the_grace(admin_client, account, raw_key, settings, rf):
     settings.RATELIMIT_TIERS_ROTATION_GRACE = 3600
     old = APIKey.objects.get()
-    response = act(admin_client, "rotate_keys", old)
-    [message] = messages_of(response)
-    new_raw = message.split("is: ")[1].split(". Copy")[0]
+    response = act(admin_client, "rotate_keys", old, follow=False)
+    assert response.status_code == 200
+    [new_raw] = new_keys_of(response)
+    assert "no-store" in response["Cache-Control"]
+    assert_no_secret_in_cookies(response, new_raw, rf)
     old.refresh_from_db()
     new = old.rotated_to
     assert new is not None and new_raw.startswith(new.prefix + ".")
@@ -194,3 +226,63 @@ def test_revoked_key_page_is_locked_and_shows_its_state(admin_client, account):
     page = admin_client.get(f"/admin/ratelimit_tiers/apikey/{key.pk}/change/").content.decode()
     assert 'name="name"' not in page
     assert "rlt-status-revoked" in page
+
+
+ACTIONS = ["revoke_keys", "rotate_keys", "reset_counters"]
+
+
+@pytest.mark.parametrize(
+    ("codenames", "offered"),
+    [
+        (["view_apikey"], []),
+        (["view_apikey", "change_apikey"], ["revoke_keys", "reset_counters"]),
+        (["view_apikey", "rotate_apikey"], []),  # Rotating also takes the change permission.
+        (["view_apikey", "change_apikey", "rotate_apikey"], ACTIONS),
+    ],
+)
+def test_actions_need_their_permissions(client, django_user_model, account, raw_key, codenames, offered, rf):
+    client.force_login(staff(django_user_model, "someone", *codenames))
+    page = client.get("/admin/ratelimit_tiers/apikey/")
+    assert page.status_code == 200
+    assert sorted(a for a in ACTIONS if f'value="{a}"' in page.content.decode()) == sorted(offered)
+
+    # Posting an action that is not offered does nothing: no key issued, revoked or logged.
+    key = APIKey.objects.get()
+    for action in sorted(set(ACTIONS) - set(offered)):
+        response = act(client, action, key, follow=False)
+        assert new_keys_of(response) == []
+        assert_no_secret_in_cookies(response, raw_key, rf)
+    key.refresh_from_db()
+    assert (key.revoked, key.rotated_to, APIKey.objects.count()) == (False, None, 1)
+    assert LogEntry.objects.count() == 0
+    if not offered:
+        assert key_client(raw_key).get(URL).status_code == 200
+
+
+def test_every_action_is_in_the_key_history(client, django_user_model, account, raw_key, settings):
+    settings.RATELIMIT_TIERS_ROTATION_GRACE = 600
+    operator = staff(django_user_model, "operator", "view_apikey", "change_apikey", "rotate_apikey")
+    client.force_login(operator)
+    key = APIKey.objects.get()
+    act(client, "reset_counters", key)
+    [new_raw] = new_keys_of(act(client, "rotate_keys", key, follow=False))
+    new = APIKey.objects.get(prefix=new_raw.split(".")[0])
+    act(client, "revoke_keys", new)
+    key.refresh_from_db()
+
+    old_log = list(LogEntry.objects.filter(object_id=str(key.pk)).order_by("pk"))
+    assert [entry.user for entry in old_log] == [operator, operator]
+    assert [entry.get_change_message() for entry in old_log] == [
+        "Rate-limit counters reset (admin action).",
+        f"Rotated (admin action): replaced by {new.prefix}; this key keeps working until "
+        f"{key.expires_at.isoformat()} (grace 600 s).",
+    ]
+    new_log = LogEntry.objects.filter(object_id=str(new.pk)).order_by("pk")
+    assert [(e.action_flag, e.get_change_message()) for e in new_log] == [
+        (1, f"Issued by rotating {key.prefix}."),  # ADDITION
+        (2, "Revoked (admin action)."),  # CHANGE
+    ]
+    history = client.get(f"/admin/ratelimit_tiers/apikey/{key.pk}/history/").content.decode()
+    assert "operator" in history
+    assert f"replaced by {new.prefix}" in history
+    assert new_raw.split(".")[1] not in history

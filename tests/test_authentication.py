@@ -94,3 +94,43 @@ def test_unthrottled_view_still_checks_revocation(api):
     response = view(APIRequestFactory().get("/", HTTP_AUTHORIZATION=header))
     assert response.status_code == 401
     assert response.data["code"] == "revoked"
+
+
+def whoami(raw_key):
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from ratelimit_tiers.authentication import APIKeyAuthentication
+
+    request = Request(APIRequestFactory().get("/", HTTP_AUTHORIZATION=f"Api-Key {raw_key}"))
+    user, identity = APIKeyAuthentication().authenticate(request)
+    return user.name, identity.account_id
+
+
+def test_identity_cache_entries_expire(account, raw_key, monkeypatch):
+    from ratelimit_tiers.authentication import IDENTITY_TTL, identities
+
+    now = [1000.0]
+    monkeypatch.setattr(identities, "clock", lambda: now[0])
+    assert whoami(raw_key) == ("acme", account.pk)
+    # A change this process sends no signal for (another process, update(), raw SQL)...
+    other = account.tier.accounts.create(name="globex")
+    APIKey.objects.update(account=other)
+    Account = type(account)
+    Account.objects.filter(pk=other.pk).update(name="globex inc")
+    now[0] += IDENTITY_TTL - 0.1
+    assert whoami(raw_key) == ("acme", account.pk)  # ...is unseen for up to IDENTITY_TTL...
+    now[0] += 0.1
+    assert whoami(raw_key) == ("globex inc", other.pk)  # ...and seen after it.
+
+
+def test_saves_in_this_process_refresh_identities_at_once(account, raw_key):
+    assert whoami(raw_key) == ("acme", account.pk)
+    account.name = "acme corp"
+    account.save()
+    assert whoami(raw_key) == ("acme corp", account.pk)
+    other = account.tier.accounts.create(name="globex")
+    key = APIKey.objects.get()
+    key.account = other
+    key.save()
+    assert whoami(raw_key) == ("globex", other.pk)

@@ -2,7 +2,9 @@
 
 An operator creates a tier, an account and a key, sees the secret once, and the
 key works against the API until the operator revokes it; a rotated key and its
-replacement both work during the grace period. Screenshots land in
+replacement both work during the grace period. A view-only staff user is
+offered none of the actions, and the server refuses them when posted anyway;
+the key's History page shows who did what. Screenshots land in
 ``artifacts/screenshots/``.
 """
 
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.contrib.auth.models import Permission
+from django.test import Client
 from playwright.sync_api import Page, sync_playwright
 
-from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.models import Account, APIKey, Tier
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by scripts/install-system-deps.
@@ -28,7 +32,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-KEY_RE = re.compile(r"is: (\w{12}\.[\w-]+)\. Copy it now")
+KEY_RE = re.compile(r"^\w{12}\.[\w-]+$")
 
 
 @pytest.fixture
@@ -61,10 +65,24 @@ def add_key(page: Page, url: str, account: str, name: str) -> str:
     page.select_option("#id_account", label=account)
     page.fill("#id_name", name)
     page.click("input[name=_save]")
-    message = page.locator("ul.messagelist li.warning").inner_text()
-    match = KEY_RE.search(message)
-    assert match, message
-    return match.group(1)
+    return new_key_on(page)
+
+
+def new_key_on(page: Page) -> str:
+    """The secret on the page that answered the POST (never in a message or a cookie)."""
+    assert "will not be shown again" in page.locator(".rlt-copy-now").inner_text()
+    [raw_key] = page.locator("code.rlt-new-key").all_inner_texts()
+    assert KEY_RE.match(raw_key), raw_key
+    assert not [c for c in page.context.cookies() if raw_key.split(".")[1] in c["value"]]
+    return raw_key
+
+
+def log_in(page: Page, url: str, username: str, password: str) -> None:
+    page.goto(f"{url}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    assert page.locator("#site-name").is_visible()
 
 
 def run_action(page: Page, url: str, key: APIKey, action: str) -> str:
@@ -72,18 +90,14 @@ def run_action(page: Page, url: str, key: APIKey, action: str) -> str:
     page.check(f"input[name=_selected_action][value='{key.pk}']")
     page.select_option("select[name=action]", action)
     page.click("button[name=index]")
-    return page.locator("ul.messagelist").inner_text()
+    return page.locator("#main").inner_text()
 
 
 def test_operator_tour(page, live_server, django_user_model):
     url = live_server.url
     django_user_model.objects.create_superuser("ops", "ops@example.com", "correct horse battery")
 
-    page.goto(f"{url}/admin/login/")
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", "correct horse battery")
-    page.click("input[type=submit]")
-    assert page.locator("#site-name").is_visible()
+    log_in(page, url, "ops", "correct horse battery")
 
     # A tier with its own limits, and an account in it.
     page.goto(f"{url}/admin/ratelimit_tiers/tier/add/")
@@ -100,12 +114,12 @@ def test_operator_tour(page, live_server, django_user_model):
     page.click("input[name=_save]")
     assert "was added successfully" in page.locator("ul.messagelist").inner_text()
 
-    # The secret is shown once, in a warning...
+    # The secret is shown once, on the page that answers the POST...
     raw_key = add_key(page, url, "Globex", "web")
     shot(page, "key-created")
-    page.reload()
-    assert raw_key.split(".")[1] not in page.content()  # ...and never again.
     key = APIKey.objects.get(prefix=raw_key.split(".")[0])
+    page.click("a.rlt-back")
+    assert raw_key.split(".")[1] not in page.content()  # ...and never again.
     page.goto(f"{url}/admin/ratelimit_tiers/apikey/{key.pk}/change/")
     assert raw_key.split(".")[1] not in page.content()
 
@@ -129,8 +143,8 @@ def test_operator_tour(page, live_server, django_user_model):
     # Rotation: the old key and its replacement both work during the grace period.
     old_raw = add_key(page, url, "Globex", "mobile")
     old = APIKey.objects.get(prefix=old_raw.split(".")[0])
-    message = run_action(page, url, old, "rotate_keys")
-    new_raw = KEY_RE.search(message).group(1)
+    run_action(page, url, old, "rotate_keys")
+    new_raw = new_key_on(page)
     assert new_raw != old_raw
     assert api_get(live_server, old_raw).status_code == 200
     assert api_get(live_server, new_raw).status_code == 200
@@ -138,3 +152,56 @@ def test_operator_tour(page, live_server, django_user_model):
     statuses = page.locator(".rlt-status").all_inner_texts()
     assert sorted(statuses) == ["active", "revoked", "rotating"]
     shot(page, "keys")
+
+
+def test_view_only_staff_cannot_act_and_history_shows_who_did(page, live_server, django_user_model):
+    url = live_server.url
+    # live_server flushes the database between tests: no seeded tiers here.
+    tier = Tier.objects.create(name="Viewers", limit=50)
+    key, raw_key = APIKey.objects.create_key(
+        account=Account.objects.create(name="Initech", tier=tier), name="api"
+    )
+    viewer = django_user_model.objects.create_user("viewer", password="look but do not touch", is_staff=True)
+    viewer.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_apikey", "view_account", "view_tier"])
+    )
+    log_in(page, url, "viewer", "look but do not touch")
+    page.goto(f"{url}/admin/ratelimit_tiers/apikey/")
+    assert page.locator(f"text={key.prefix}").count() == 1  # The viewer sees the key...
+    assert page.locator("select[name=action]").count() == 0  # ...but is offered no action.
+    assert page.locator("input[name=_selected_action]").count() == 0
+    shot(page, "keys-view-only")
+
+    # Posting the action form anyway, with the viewer's session, is refused by the server.
+    client = Client()
+    client.force_login(viewer)
+    for action in ["rotate_keys", "revoke_keys", "reset_counters"]:
+        response = client.post(
+            "/admin/ratelimit_tiers/apikey/", {"action": action, "_selected_action": [key.pk]}, follow=True
+        )
+        assert response.status_code == 200
+        assert 'class="rlt-new-key"' not in response.content.decode()
+    key.refresh_from_db()
+    assert (key.revoked, key.rotated_to) == (False, None)
+    assert api_get(live_server, raw_key).status_code == 200
+
+    # An operator with the permissions acts; the key's History page is the audit trail.
+    operator = django_user_model.objects.create_user("operator", password="allowed to act", is_staff=True)
+    operator.user_permissions.set(
+        Permission.objects.filter(
+            codename__in=["view_apikey", "change_apikey", "rotate_apikey", "view_account", "view_tier"]
+        )
+    )
+    page.context.clear_cookies()
+    log_in(page, url, "operator", "allowed to act")
+    run_action(page, url, key, "reset_counters")
+    run_action(page, url, key, "rotate_keys")
+    new_raw = new_key_on(page)
+    assert api_get(live_server, new_raw).status_code == 200
+    page.goto(f"{url}/admin/ratelimit_tiers/apikey/{key.pk}/history/")
+    rows = page.locator("#change-history tbody tr").all_inner_texts()
+    assert len(rows) == 2
+    assert all("operator" in row for row in rows)
+    assert "Rate-limit counters reset" in rows[0]
+    assert f"replaced by {new_raw.split('.')[0]}" in rows[1] and "grace" in rows[1]
+    shot(page, "key-history")

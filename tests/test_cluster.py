@@ -164,6 +164,20 @@ def test_clear_and_forget_never_cross_slots(on_cluster, account):
     assert_no_errors(on_cluster)
 
 
+def test_give_back_on_every_master(on_cluster, account):
+    prefixes = make_keys(account, 60, 3)
+    by_master = {node_of(on_cluster, p): p for p in prefixes}  # One key on each master.
+    assert len(by_master) == 3
+    prefixes = list(by_master.values())
+    storage = get_storage()
+    for prefix in prefixes:
+        decision = storage.hit(prefix, "read").decision
+        assert decision.remaining == 2
+        assert storage.give_back(prefix, "read", decision)
+        assert storage.peek(prefix, "read").decision.remaining == 3
+    assert_no_errors(on_cluster)
+
+
 def test_the_api_on_a_cluster(on_cluster, api):
     statuses = [api.get("/api/items/").status_code for _ in range(61)]
     assert statuses == [200] * 60 + [429]

@@ -98,3 +98,20 @@ def test_create_api_key_refuses_to_move_tiers(account):
 
     with pytest.raises(CommandError, match="change tiers in the admin"):
         call_command("create_api_key", account.name, "--tier", "Pro", stdout=StringIO(), stderr=StringIO())
+
+
+def test_queryset_revoke_evicts_where_update_does_not(account, raw_key, api):
+    assert api.get("/api/items/").status_code == 200  # The policy is cached as active.
+    APIKey.objects.filter(pk=APIKey.objects.get().pk).update(revoked=True)
+    assert api.get("/api/items/").status_code == 200  # update() sends no signals: stale.
+    APIKey.objects.filter(revoked=True).update(revoked=False)
+
+    assert APIKey.objects.filter(account=account).revoke() == 1
+    assert api.get("/api/items/").json()["code"] == "revoked"
+    assert APIKey.objects.filter(account=account).revoke() == 0  # Already revoked.
+
+
+def test_queryset_delete_evicts(account, raw_key, api):
+    assert api.get("/api/items/").status_code == 200
+    APIKey.objects.filter(account=account).delete()  # Signals per object: evicted.
+    assert api.get("/api/items/").json()["code"] == "unknown_key"

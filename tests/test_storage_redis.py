@@ -121,7 +121,7 @@ def test_every_key_written_has_an_expiry(redis_cache, free_tier, raw_key, algori
     storage.peek(prefix, "read")
     client = get_redis_connection("default")
     keys = list(client.scan_iter("*"))
-    assert len(keys) == 5  # The policy and one bucket per category.
+    assert len(keys) == 6  # The policy, its generation (set_tier evicted it) and one bucket per category.
     for key in keys:
         assert client.pttl(key) > 0, key
 
@@ -369,18 +369,20 @@ def test_djangos_own_redis_cache_gets_the_script_on_its_write_server(builtin_red
         }
     }
     prefix = APIKey.objects.get().prefix
+    server = Redis.from_url(builtin_redis_cache)
+    server.flushdb()  # Creating the key wrote its generation under the old settings' prefix.
     storage = get_storage()
     assert type(storage) is RedisStorage
     assert storage.client().connection_pool is caches["default"]._cache._get_connection_pool(write=True)
     assert [storage.hit(prefix, "read").decision.remaining for _ in range(3)] == [59, 58, 57]
-    server = Redis.from_url(builtin_redis_cache)
     # The keys carry the cache's KEY_PREFIX and VERSION, as make_key shapes them.
     assert sorted(server.keys()) == [
         f"shop:3:rlt:{{{prefix}}}:{s}".encode() for s in ("policy", "read:exact")
     ]
     storage.clear(prefix)
     storage.forget([prefix])
-    assert server.keys() == []
+    # Only the eviction's new generation is left (it expires on its own).
+    assert server.keys() == [f"shop:3:rlt:{{{prefix}}}:gen".encode()]
     server.close()
 
 
@@ -450,3 +452,54 @@ def test_counter_script_resets_the_last_admitted_when_the_refusal_says(redis_cac
     assert last.reset_at == refused.reset_at
     # Not the end of the fixed window: a third of the next one after it.
     assert round((last.now + last.reset_after) * 1000) % 60_000 == 20_000
+
+
+@pytest.mark.parametrize("algorithm", ["exact", "counter"])
+def test_give_back_frees_one_admission_and_never_a_later_one(redis_cache, free_tier, raw_key, algorithm):
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    set_tier(free_tier, limit=3, algorithm=algorithm)
+    first = storage.hit(prefix, "read").decision
+    time.sleep(0.003)  # Distinct stamps.
+    second = storage.hit(prefix, "read").decision
+    if algorithm == "exact":
+        # Only the newest stamp can go; dropping the second's instead would admit early.
+        assert not storage.give_back(prefix, "read", first)
+        assert storage.peek(prefix, "read").decision.remaining == 1
+    assert storage.give_back(prefix, "read", second)
+    assert storage.peek(prefix, "read").decision.remaining == 2
+    assert [storage.hit(prefix, "read").decision.allowed for _ in range(3)] == [True, True, False]
+    if algorithm == "exact":
+        size, stamps = ring(prefix)
+        assert size == 3 and stamps[0] - round(first.now * 1000) in (0, 1)  # The first is still the oldest.
+    set_tier(free_tier, limit=3)  # Evicts the policy: without it, nothing is given back.
+    assert not storage.give_back(prefix, "read", first)
+
+
+def test_exact_ring_with_give_backs_matches_the_sliding_log_definition(redis_cache, free_tier, raw_key):
+    # As above, with some admissions given back at once (they leave the log) and
+    # some older ones asked back in vain (a later stamp is the newest).
+    prefix = APIKey.objects.get().prefix
+    set_tier(free_tier, limit=5, window_seconds=1, algorithm="exact")
+    storage, rng, window, admitted, older = get_storage(), random.Random(11), 1000, [], None
+    given_back = 0
+    for _ in range(90):
+        decision = storage.hit(prefix, "read").decision
+        now = round(decision.now * 1000)
+        live_low = sum(now - s < window for s in admitted)
+        live_high = sum(now - (s + 1) < window for s in admitted)
+        if decision.allowed:
+            assert live_low < 5
+            assert 5 - live_high - 1 <= decision.remaining <= 5 - live_low - 1
+            if older is not None and now - round(older.now * 1000) >= 2 and rng.random() < 0.2:
+                assert not storage.give_back(prefix, "read", older)
+            if rng.random() < 0.3:
+                assert storage.give_back(prefix, "read", decision)
+                given_back += 1
+            else:
+                admitted.append(now)
+                older = decision
+        else:
+            assert live_high >= 5
+        time.sleep(rng.choice([0, 0.002, 0.01, 0.03, 0.08, 0.25]))
+    assert given_back > 5 and 5 < len(admitted) < 90

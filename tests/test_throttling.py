@@ -293,3 +293,48 @@ def test_dummy_cache_can_fail_closed(dummy_cache, settings, api, caplog):
     settings.RATELIMIT_TIERS_FAIL_OPEN = False
     assert [api.get(URL).status_code for _ in range(2)] == [503, 503]
     assert "answered 503" in caplog.text
+
+
+@pytest.mark.parametrize("tier_first", [True, False], ids=["tier-first", "drf-first"])
+@pytest.mark.parametrize("algorithm", ["exact", "counter"])
+def test_requests_another_throttle_refuses_cost_no_tier_quota(
+    backend, account, free_tier, tier_first, algorithm
+):
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.throttling import UserRateThrottle
+    from rest_framework.views import APIView
+
+    from ratelimit_tiers.authentication import APIKeyAuthentication
+    from ratelimit_tiers.middleware import RateLimitHeadersMiddleware
+    from ratelimit_tiers.storage import get_storage
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    free_tier.algorithm = algorithm
+    free_tier.save()
+
+    class ThreeAMinute(UserRateThrottle):
+        rate = "3/min"
+
+    class Combined(APIView):
+        authentication_classes = [APIKeyAuthentication]
+        throttle_classes = (
+            [TierRateThrottle, ThreeAMinute] if tier_first else [ThreeAMinute, TierRateThrottle]
+        )
+
+        def get(self, request):
+            return Response({})
+
+    key, raw_key = APIKey.objects.create_key(account=account, name="combined")
+    view = RateLimitHeadersMiddleware(Combined.as_view())
+    responses = [
+        view(APIRequestFactory().get("/", HTTP_AUTHORIZATION=f"Api-Key {raw_key}")) for _ in range(10)
+    ]
+    assert [r.status_code for r in responses] == [200] * 3 + [429] * 7
+    assert [r["X-RateLimit-Remaining"] for r in responses[:3]] == ["59", "58", "57"]
+    for refused in responses[3:]:
+        # DRF's throttle refused: its Retry-After, and no tier header saying requests remain.
+        assert 1 <= int(refused["Retry-After"]) <= 60
+        assert not [h for h in refused.headers if h.startswith("X-RateLimit")]
+    # The seven refusals cost the key's tier quota nothing.
+    assert get_storage().peek(key.prefix, "read").decision.remaining == 57

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,8 +24,29 @@ def policy_key(prefix: str) -> str:
     return f"rlt:{{{prefix}}}:policy"
 
 
+def generation_key(prefix: str) -> str:
+    return f"rlt:{{{prefix}}}:gen"
+
+
+#: Seconds a policy generation outlives the eviction that set it: far longer
+#: than loading a policy can take, and than POLICY_TIMEOUT.
+GENERATION_TIMEOUT = 86_400
+#: Loads of one check's policy before giving up on a key whose policy keeps changing.
+INSTALL_ATTEMPTS = 4
+
+
+def new_generation() -> str:
+    """A token that no earlier eviction used: a load tagged with an older one is stale."""
+    return secrets.token_hex(8)
+
+
 def bucket_key(prefix: str, category: str, algorithm: str) -> str:
     return f"rlt:{{{prefix}}}:{category}:{algorithm}"
+
+
+def stamp_ms(decision: Decision) -> int:
+    """The store's clock when ``decision`` was taken, in integer milliseconds as the store wrote it."""
+    return round(decision.now * 1000)
 
 
 @contextmanager
@@ -63,7 +85,20 @@ class Storage(ABC):
 
     @abstractmethod
     def forget(self, prefixes: Iterable[str]) -> None:
-        """Evict resolved policies, so the next check reloads them."""
+        """Evict resolved policies, so the next check reloads them.
+
+        Also gives each key a new generation, and a policy is kept only if it
+        was loaded under the current one: a check that read the database
+        before the eviction cannot put the old policy back after it.
+        """
+
+    def give_back(self, prefix: str, category: str, decision: Decision) -> bool:
+        """Uncount an admission (``decision``, from :meth:`hit`) that another throttle refused.
+
+        Never frees more than that one admission; returns whether it was
+        given back. The default keeps it counted.
+        """
+        return False
 
     def hit_rate(self, name: str, rate: Rate) -> Decision | None:
         """Count one request in an ad-hoc bucket with a fixed ``rate`` (e.g. per client IP).

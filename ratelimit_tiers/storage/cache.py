@@ -8,8 +8,20 @@ from django.core.cache import BaseCache, caches
 
 from ratelimit_tiers.algorithms import COUNTER, READ, Decision, Rate, counter_decide
 from ratelimit_tiers.conf import conf
+from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.policies import ACTIVE, EXPIRED, Policy, load_policy
-from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_key, wrap_errors
+from ratelimit_tiers.storage.base import (
+    GENERATION_TIMEOUT,
+    INSTALL_ATTEMPTS,
+    Outcome,
+    Storage,
+    bucket_key,
+    generation_key,
+    new_generation,
+    policy_key,
+    stamp_ms,
+    wrap_errors,
+)
 
 
 class CacheStorage(Storage):
@@ -47,23 +59,38 @@ class CacheStorage(Storage):
             self.cache.delete_many(keys)
 
     def forget(self, prefixes: Iterable[str]) -> None:
+        prefixes, generation = list(prefixes), new_generation()
         with wrap_errors():
+            # The generation first: a policy loaded under the old one is ignored from now on.
+            self.cache.set_many({generation_key(p): generation for p in prefixes}, GENERATION_TIMEOUT)
             self.cache.delete_many([policy_key(p) for p in prefixes])
 
     def _windows(self, prefix: str) -> set[int]:
         with wrap_errors():
-            policy = self.cache.get(policy_key(prefix))
-        return {policy.window} if isinstance(policy, Policy) else set()
+            policy = _stored_policy(self.cache.get(policy_key(prefix)))
+        return {policy[1].window} if policy else set()
 
     def _policy(self, prefix: str) -> Policy:
-        key = policy_key(prefix)
-        with wrap_errors():
-            policy = self.cache.get(key)
-        if not isinstance(policy, Policy):
+        """The stored policy if it was loaded under the key's current generation, else a fresh load.
+
+        The cache cannot install conditionally, so each policy is stored with
+        the generation read before loading it, and counts only while that is
+        still the key's: a load that raced an eviction is never used again.
+        """
+        keys = [policy_key(prefix), generation_key(prefix)]
+        for _attempt in range(INSTALL_ATTEMPTS):
+            with wrap_errors():
+                found = self.cache.get_many(keys)
+            generation = found.get(keys[1])
+            stored = _stored_policy(found.get(keys[0]))
+            if stored is not None and stored[0] == generation:
+                return stored[1]
             policy = load_policy(prefix)
             with wrap_errors():
-                self.cache.set(key, policy, conf.POLICY_TIMEOUT)
-        return policy
+                self.cache.set(keys[0], (generation, policy), conf.POLICY_TIMEOUT)
+                if self.cache.get(keys[1]) == generation:
+                    return policy
+        raise StorageUnavailable(f"the policy of {prefix} changed during each of {INSTALL_ATTEMPTS} loads")
 
     def _check(self, prefix: str, category: str, *, charge: bool) -> Outcome:
         policy = self._policy(prefix)
@@ -74,6 +101,16 @@ class CacheStorage(Storage):
             return Outcome(EXPIRED)
         base = bucket_key(prefix, category, COUNTER)
         return Outcome(ACTIVE, self._count(base, policy.rate(category), now, charge))
+
+    def give_back(self, prefix: str, category: str, decision: Decision) -> bool:
+        # The admission's window counter, whether it is still the current one or now the previous.
+        index = stamp_ms(decision) // (decision.window * 1000)
+        with wrap_errors():
+            try:
+                self.cache.decr(f"{bucket_key(prefix, category, COUNTER)}:{index}")
+            except ValueError:  # Expired or evicted since.
+                return False
+        return True
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
         return self._count(bucket_key(name, READ, COUNTER), rate, int(self.timer() * 1000), charge=True)
@@ -105,3 +142,9 @@ class CacheStorage(Storage):
         if not isinstance(value, int):
             raise TypeError(f"the cache returned {value!r} instead of a count")
         return value
+
+
+def _stored_policy(value: Any) -> tuple[str | None, Policy] | None:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Policy):
+        return value[0], value[1]
+    return None

@@ -17,11 +17,13 @@ from ratelimit_tiers.algorithms import COUNTER, EXACT, READ, Decision, Rate
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.policies import ACTIVE, Policy, load_policy
+from ratelimit_tiers.storage import base
 from ratelimit_tiers.storage.backends import redis_client
 from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_key, wrap_errors
 
 SCRIPT = (Path(__file__).parent / "scripts" / "hit.lua").read_bytes()
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1.
+GIVE_BACK_SCRIPT = (Path(__file__).parent / "scripts" / "give_back.lua").read_text()
 
 Arg = str | int | float
 #: Checks whose encoded script call each storage keeps: (API key, category, hit or peek).
@@ -102,29 +104,51 @@ class RedisStorage(Storage):
             self.client().delete(*[self.make_key(k) for k in self.bucket_keys(prefix)])
 
     def forget(self, prefixes: Iterable[str]) -> None:
-        keys = [self.make_key(policy_key(p)) for p in prefixes]
+        generation = base.new_generation()
         with wrap_errors():
             client = self.client()
-            # One DEL per key: keys of different prefixes may live on different cluster nodes.
+            # One command per key: keys of different prefixes may live on different cluster nodes.
+            # The generation first: a load that began before it can no longer install (hit.lua).
             pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.delete(key)
+            for prefix in prefixes:
+                pipe.set(self.make_key(base.generation_key(prefix)), generation, ex=base.GENERATION_TIMEOUT)
+                pipe.delete(self.make_key(policy_key(prefix)))
             pipe.execute()
+
+    def give_back(self, prefix: str, category: str, decision: Decision) -> bool:
+        keys = [
+            self.make_key(policy_key(prefix)),
+            self.make_key(bucket_key(prefix, category, EXACT)),
+            self.make_key(bucket_key(prefix, category, COUNTER)),
+        ]
+        with wrap_errors():
+            # Rare (another throttle refused): the client's own script call is fast enough.
+            script = self.client().register_script(GIVE_BACK_SCRIPT)
+            return bool(script(keys=keys, args=[base.stamp_ms(decision)]))
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
         # The bucket carries its own policy, installed by the same script call.
         keys, args, _command = self._build_check_call(name, READ, True, rate.window)
         fields = Policy(ACTIVE, window=rate.window, limits={READ: rate.limit}).to_fields()
-        decision = self._outcome(self._run(ScriptCall.of(keys, args + flatten(fields)))).decision
+        # No eviction ever sets an ad-hoc bucket's generation: it is always "".
+        decision = self._outcome(self._run(ScriptCall.of(keys, (*args, "", *flatten(fields))))).decision
         assert decision is not None
         return decision
 
     def _check(self, prefix: str, category: str, *, charge: bool) -> Outcome:
         call = self._check_call(prefix, category, charge, conf.POLICY_TIMEOUT)
         reply = self._run(call)
-        if reply == b"miss":
+        attempts = 0
+        while reply.startswith(b"miss"):
+            # "miss <generation>": the script installs what we load only if no
+            # eviction has replaced that generation meanwhile; else it misses again.
+            attempts += 1
+            if attempts > base.INSTALL_ATTEMPTS:
+                raise StorageUnavailable(
+                    f"the policy of {prefix} changed during each of {base.INSTALL_ATTEMPTS} loads"
+                )
             fields = load_policy(prefix).to_fields()
-            reply = self._run(ScriptCall.of(call.keys, call.args + flatten(fields)))
+            reply = self._run(ScriptCall.of(call.keys, (*call.args, reply[5:].decode(), *flatten(fields))))
         return self._outcome(reply)
 
     def _build_check_call(self, prefix: str, category: str, charge: bool, timeout: int) -> ScriptCall:
@@ -132,6 +156,7 @@ class RedisStorage(Storage):
             self.make_key(policy_key(prefix)),
             self.make_key(bucket_key(prefix, category, EXACT)),
             self.make_key(bucket_key(prefix, category, COUNTER)),
+            self.make_key(base.generation_key(prefix)),
         ]
         return ScriptCall.of(keys, [category, "1" if charge else "0", timeout])
 

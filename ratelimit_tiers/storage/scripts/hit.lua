@@ -3,13 +3,15 @@
 -- KEYS[1]  policy hash (see Policy.to_fields)
 -- KEYS[2]  exact-mode ring of the last N admitted timestamps
 -- KEYS[3]  counter-mode hash {w = window index, c = current, p = previous}
+-- KEYS[4]  the policy's generation: a token each eviction replaces (Storage.forget)
 -- ARGV[1]  endpoint category ("read", "write", "delete", "auth")
 -- ARGV[2]  "1" to count an admitted request, "0" to only look
 -- ARGV[3]  policy time-to-live in seconds
--- ARGV[4..] optional policy field/value pairs to install first
+-- ARGV[4]  with a policy to install: the generation "miss" reported before it was loaded
+-- ARGV[5..] optional policy field/value pairs to install first
 --
--- Returns the state when the key cannot be used ("miss" when no policy is
--- installed), else one string "allowed limit window_ms remaining reset_ms now_ms"
+-- Returns the state when the key cannot be used ("miss <generation>" when no
+-- policy is installed), else one string "allowed limit window_ms remaining reset_ms now_ms"
 -- (a single bulk reply parses faster than a six-element array).
 -- Every key written carries an expiry, and a refusal writes nothing.
 
@@ -19,15 +21,17 @@ local function decided(allowed, limit, window, remaining, reset, now)
   return string.format("%d %d %d %d %d %d", allowed, limit, window, remaining, reset, now)
 end
 
-if #ARGV > 3 then
+if #ARGV > 4 and (redis.call("GET", KEYS[4]) or "") == ARGV[4] then
+  -- Installed only if no eviction came since the policy was read from the
+  -- database: a load of the row as it was before a revocation is dropped.
   redis.call("DEL", KEYS[1])
-  redis.call("HSET", KEYS[1], unpack(ARGV, 4))
+  redis.call("HSET", KEYS[1], unpack(ARGV, 5))
   redis.call("EXPIRE", KEYS[1], ARGV[3])
 end
 
 local policy = redis.call("HMGET", KEYS[1], "state", "expires", "window", "algorithm", category)
 if not policy[1] then
-  return "miss"
+  return "miss " .. (redis.call("GET", KEYS[4]) or "")
 end
 if policy[1] ~= "active" then
   return policy[1]
