@@ -194,3 +194,13 @@ def test_revoked_key_page_is_locked_and_shows_its_state(admin_client, account):
     page = admin_client.get(f"/admin/ratelimit_tiers/apikey/{key.pk}/change/").content.decode()
     assert 'name="name"' not in page
     assert "rlt-status-revoked" in page
+
+
+def test_tier_page_shows_where_the_exact_log_gives_way_to_the_counter(admin_client, free_tier):
+    free_tier.read_limit = 20_000
+    free_tier.save()
+    page = admin_client.get(f"/admin/ratelimit_tiers/tier/{free_tier.pk}/change/").content.decode()
+    assert "Algorithm in use" in page
+    assert "exact, but counter for read." in page
+    assert "keeps at most 10,000 requests per window" in page
+    assert admin_client.get("/admin/ratelimit_tiers/tier/add/").status_code == 200
