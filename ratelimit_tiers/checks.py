@@ -17,6 +17,7 @@ from ratelimit_tiers.conf import conf
 MIDDLEWARE_PATH = "ratelimit_tiers.middleware.RateLimitHeadersMiddleware"
 CLUSTER_STORAGE_PATH = "ratelimit_tiers.storage.cluster.RedisClusterStorage"
 REDIS_CACHE = "django_redis.cache.RedisCache"
+REDIS_STORAGE_PATH = "ratelimit_tiers.storage.redis.RedisStorage"
 REDIS_TIMEOUTS = ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT")
 
 # Backends that cannot count at all, and ones that count per process or racily.
@@ -188,3 +189,24 @@ def check_surface_settings(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def check_eviction(**kwargs: Any) -> list[CheckMessage]:
+    """A deploy check (``check --deploy``), as it asks the limiter's Redis for its ``maxmemory-policy``.
+
+    Connects with a short timeout; says nothing when Redis is down or will not tell.
+    """
+    alias = conf.CACHE
+    if not isinstance(alias, str) or alias not in settings.CACHES:
+        return []
+    if settings.CACHES[alias].get("BACKEND") != REDIS_CACHE or conf.STORAGE not in (None, REDIS_STORAGE_PATH):
+        return []  # Only django-redis's clients (plain, Sentinel): a cluster's nodes are not asked.
+    # Imported here: redis and django-redis are an optional extra.
+    from django_redis import get_redis_connection
+
+    from ratelimit_tiers.storage.eviction import EVICTING_HINT, SAFE_POLICY, evicting_message, eviction_policy
+
+    policy = eviction_policy(get_redis_connection(alias))
+    if policy is None or policy == SAFE_POLICY:
+        return []
+    return [Warning(evicting_message(alias, policy), hint=EVICTING_HINT, id="ratelimit_tiers.W005")]
