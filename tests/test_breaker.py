@@ -140,8 +140,10 @@ def test_thread_safe_under_concurrent_failures(settings):
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(one, range(2000)))
     assert results.count("failed") == len(attempts)
-    # Only calls that started before the breaker opened reached the store.
-    assert len(attempts) < 50
+    # Only calls that started before the breaker opened reached the store. Failures
+    # of calls in flight together count once, so opening takes three rounds of at
+    # most one call per thread (16 x 3), plus calls racing the opening itself.
+    assert len(attempts) < 16 * 4
     assert results.count("skipped") == 2000 - len(attempts)
 
 
