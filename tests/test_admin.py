@@ -197,6 +197,8 @@ def test_revoked_key_page_is_locked_and_shows_its_state(admin_client, account):
 
 
 def test_tier_page_shows_where_the_exact_log_gives_way_to_the_counter(admin_client, free_tier):
+    page = admin_client.get(f"/admin/ratelimit_tiers/tier/{free_tier.pk}/change/").content.decode()
+    assert "exact. The exact log keeps at most 10,000" in page
     free_tier.read_limit = 20_000
     free_tier.save()
     page = admin_client.get(f"/admin/ratelimit_tiers/tier/{free_tier.pk}/change/").content.decode()

@@ -73,6 +73,15 @@ def test_a_redis_that_is_down_gets_no_verdict(settings):
     assert w005() == []
 
 
+@pytest.mark.parametrize("cache", ["locmem", "missing alias"])
+def test_no_redis_to_ask(settings, cache):
+    if cache == "locmem":
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    else:
+        settings.RATELIMIT_TIERS_CACHE = "nope"  # E002's business.
+    assert w005() == []
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 def test_warned_once_per_process_at_run_time(start_redis, raw_key, caplog, policy):
     start_redis("--maxmemory-policy", policy)

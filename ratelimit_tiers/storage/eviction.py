@@ -48,18 +48,16 @@ def eviction_policy(client: Any) -> str | None:
     try:
         try:
             connection.send_command("CONFIG", "GET", "maxmemory-policy")
-            reply = connection.read_response(disable_decoding=True)
-            value = reply[1] if len(reply) == 2 else None
+            _name, value = connection.read_response(disable_decoding=True)
         except ResponseError:  # CONFIG refused or renamed (managed Redis): INFO reports it too.
             connection.send_command("INFO", "memory")
             lines = connection.read_response(disable_decoding=True).splitlines()
-            found = [line.split(b":", 1)[1] for line in lines if line.startswith(b"maxmemory_policy:")]
-            value = found[0] if found else None
-    except Exception:  # Unreachable, or anything else: no verdict.
+            value = next(line for line in lines if line.startswith(b"maxmemory_policy:")).split(b":", 1)[1]
+        return str(value.decode().strip())
+    except Exception:  # Unreachable, or an answer of another shape: no verdict.
         return None
     finally:
         connection.disconnect()
-    return None if value is None else value.decode().strip()
 
 
 def evicting_message(alias: str, policy: str) -> str:
