@@ -20,7 +20,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
-from ratelimit_tiers.algorithms import CATEGORIES
+from ratelimit_tiers.algorithms import CATEGORIES, EXACT_MAX_LIMIT, algorithm_for
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import KEY_ACTIVE, KEY_EXPIRED, KEY_REVOKED, KEY_ROTATING, Account, APIKey, Tier
@@ -93,8 +93,17 @@ class TierAdmin(admin.ModelAdmin):
     list_editable = ["limit"]
     list_filter = ["shadow", "algorithm"]
     search_fields = ["name"]
+    readonly_fields = ["algorithm_in_use"]
     fieldsets = [
-        (None, {"fields": ["name", "description", "limit", "window_seconds", "algorithm", "shadow"]}),
+        (
+            None,
+            {
+                "fields": [
+                    *("name", "description", "limit", "window_seconds"),
+                    *("algorithm", "algorithm_in_use", "shadow"),
+                ]
+            },
+        ),
         (
             _("Per-category limits"),
             {
@@ -111,6 +120,22 @@ class TierAdmin(admin.ModelAdmin):
     @admin.display(description=_("accounts"), ordering="_account_count")
     def account_count(self, obj: Any) -> int:
         return int(obj._account_count)
+
+    @admin.display(description=_("algorithm in use"))
+    def algorithm_in_use(self, obj: Tier) -> str:
+        """What the store runs per category: the exact log keeps at most EXACT_MAX_LIMIT stamps."""
+        chosen = obj.algorithm or conf.ALGORITHM
+        note = gettext(
+            "The exact log keeps at most %(count)s requests per window; larger limits use the counter."
+        )
+        note %= {"count": f"{EXACT_MAX_LIMIT:,}"}
+        if obj.limit is None:
+            return note
+        switched = [c for c in CATEGORIES if algorithm_for(chosen, obj.category_limit(c)) != chosen]
+        if not switched:
+            return f"{chosen}. {note}"
+        used = gettext("%(algorithm)s, but counter for %(categories)s.")
+        return f"{used % {'algorithm': chosen, 'categories': ', '.join(switched)}} {note}"
 
 
 class KeyColumns:

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 EXACT = "exact"
 COUNTER = "counter"
 ALGORITHMS = (EXACT, COUNTER)
+#: The largest limit (requests per window) the exact sliding log keeps a ring of stamps for:
+#: 6 bytes a stamp, so at most 60 KB a key, which a limit change copies in well under a
+#: millisecond. Larger limits use the counter (``storage/scripts/hit.lua`` has the same number).
+EXACT_MAX_LIMIT = 10_000
 
 READ = "read"
 WRITE = "write"
@@ -44,6 +48,12 @@ _UNITS = {
     "day": 86400,
 }
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+?)s?\s*$")
+
+
+def algorithm_for(algorithm: str, limit: int) -> str:
+    """The algorithm a check of ``limit`` requests per window runs: ``algorithm``, except
+    :data:`COUNTER` above :data:`EXACT_MAX_LIMIT`."""
+    return COUNTER if limit > EXACT_MAX_LIMIT else algorithm
 
 
 @dataclass(frozen=True)

@@ -20,5 +20,6 @@ class RatelimitTiersConfig(AppConfig):
         checks.register(rlt_checks.check_cache, checks.Tags.caches)
         checks.register(rlt_checks.check_middleware)
         checks.register(rlt_checks.check_surface_settings)
+        checks.register(rlt_checks.check_eviction, checks.Tags.caches, deploy=True)
         if importlib.util.find_spec("drf_spectacular") is not None:
             from ratelimit_tiers import openapi  # noqa: F401 - registers the schema extension.

@@ -2,12 +2,27 @@
 
 A dead Redis answers in milliseconds (connection refused), but one that is
 unreachable costs a socket timeout on every request. After
-``RATELIMIT_TIERS_BREAKER_FAILURES`` consecutive failures the breaker opens:
+``RATELIMIT_TIERS_BREAKER_FAILURES`` failures in a row the breaker opens:
 for ``RATELIMIT_TIERS_BREAKER_COOLDOWN`` seconds every call fails at once with
 :class:`~ratelimit_tiers.exceptions.CircuitOpen` (so the fail-open or
 fail-closed policy applies without touching the network). Then one request,
 the probe, is let through: success closes the breaker, failure opens it for
 another cool-down. Requests arriving while the probe is in flight are skipped.
+
+"In a row" is ordered by when each call *started*, not by when it failed.
+A failure counts only if its call started after the last counted failure was
+recorded; one that was already in flight then shares that failure's cause
+(one stall, one timeout) and adds nothing. So in a threaded or async server
+the 16 calls that one 150 ms pause makes time out together count once, as
+they would in a single-threaded one, and opening takes ``FAILURES`` failures
+one after another: a hung store opens the breaker after ``FAILURES`` socket
+timeouts (0.3 s with 3 and 0.1 s), a refusing one after ``FAILURES`` quick
+refusals, and a pause shorter than ``FAILURES`` socket timeouts never.
+Successes follow the same rule: only a call that started after the last
+counted failure proves the store is back and resets the count. (Before,
+every concurrent failure counted, and one short pause under gunicorn's
+threaded workers switched limiting off for the whole cool-down; see
+``tests/test_stall.py``.)
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ class CircuitBreaker:
         self.clock = clock
         self._lock = threading.Lock()
         self._failures = 0
+        self._failed_at = float("-inf")  # When the last counted failure was recorded.
         self._opened_at: float | None = None
         self._probe_started: float | None = None
 
@@ -53,17 +69,18 @@ class CircuitBreaker:
         """
         if self._opened_at is not None:
             self._before()
+        started = self.clock()
         try:
             result = function(*args)
         except StorageUnavailable:
-            self._failed()
+            self._failed(started)
             raise
         except BaseException:
             if self._probe_started is not None:
                 self._release()  # Not the store's fault (e.g. a database error): no verdict.
             raise
         if self._failures or self._opened_at is not None:
-            self._succeeded()
+            self._succeeded(started)
         return result
 
     def _before(self) -> None:
@@ -78,12 +95,15 @@ class CircuitBreaker:
                 raise CircuitOpen("store skipped while a probe is in flight")
             self._probe_started = now  # This call is the probe.
 
-    def _failed(self) -> None:
+    def _failed(self, started: float) -> None:
         with self._lock:
-            self._failures += 1
-            threshold = conf.BREAKER_FAILURES
-            probing = self._probe_started is not None
+            probing = self._probe_started is not None and started >= self._probe_started
+            if started < self._failed_at and not probing:
+                return  # In flight when the last counted failure was recorded: the same episode.
             self._probe_started = None
+            self._failures += 1
+            self._failed_at = self.clock()
+            threshold = conf.BREAKER_FAILURES
             if threshold > 0 and (probing or self._failures >= threshold):
                 if self._opened_at is None:
                     logger.warning(
@@ -92,10 +112,12 @@ class CircuitBreaker:
                         self._failures,
                         float(conf.BREAKER_COOLDOWN),
                     )
-                self._opened_at = self.clock()
+                self._opened_at = self._failed_at
 
-    def _succeeded(self) -> None:
+    def _succeeded(self, started: float) -> None:
         with self._lock:
+            if started < self._failed_at:
+                return  # Older news than the last counted failure: it proves nothing.
             if self._opened_at is not None:
                 logger.warning("Rate-limit store %r is back; limiting again.", self.name)
             self._failures = 0

@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from ratelimit_tiers.algorithms import ALGORITHMS, parse_rate
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.storage import Storage
+from ratelimit_tiers.storage.backends import redis_client
 
 MIDDLEWARE_PATH = "ratelimit_tiers.middleware.RateLimitHeadersMiddleware"
 CLUSTER_STORAGE_PATH = "ratelimit_tiers.storage.cluster.RedisClusterStorage"
@@ -25,6 +26,7 @@ REDIS_TIMEOUTS: dict[str, tuple[str, ...]] = {
     REDIS_CACHE: ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT"),
     BUILTIN_REDIS_CACHE: ("socket_connect_timeout", "socket_timeout"),
 }
+REDIS_STORAGE_PATH = "ratelimit_tiers.storage.redis.RedisStorage"
 
 # Backends that cannot count at all, and ones that count per process or racily.
 BROKEN_CACHES = {
@@ -194,3 +196,25 @@ def check_surface_settings(**kwargs: Any) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def check_eviction(**kwargs: Any) -> list[CheckMessage]:
+    """A deploy check (``check --deploy``), as it asks the limiter's Redis for its ``maxmemory-policy``.
+
+    Connects with a short timeout; says nothing when Redis is down or will not tell.
+    """
+    alias = conf.CACHE
+    if not isinstance(alias, str) or alias not in settings.CACHES:
+        return []
+    if settings.CACHES[alias].get("BACKEND") not in REDIS_TIMEOUTS or conf.STORAGE not in (
+        None,
+        REDIS_STORAGE_PATH,
+    ):
+        return []  # Only the Redis caches' clients (plain, Sentinel): a cluster's nodes are not asked.
+    # Imported here, not at the top: redis-py is an optional extra, needed only with a Redis cache.
+    from ratelimit_tiers.storage.eviction import EVICTING_HINT, SAFE_POLICY, evicting_message, eviction_policy
+
+    policy = eviction_policy(redis_client(alias))
+    if policy is None or policy == SAFE_POLICY:
+        return []
+    return [Warning(evicting_message(alias, policy), hint=EVICTING_HINT, id="ratelimit_tiers.W005")]

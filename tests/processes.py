@@ -1,4 +1,4 @@
-"""Real processes for the fault tests: the testproject under gunicorn, and HTTP load against it."""
+"""Real processes for the fault tests: the testproject under gunicorn or uvicorn, and HTTP load against it."""
 
 from __future__ import annotations
 
@@ -29,12 +29,36 @@ print(json.dumps(out))
 """
 
 
-class ProjectServer:
-    """The testproject with its own SQLite file and settings module, served by gunicorn."""
+#: Settings for a ProjectServer on a Redis at a given URL (``%`` it in): 0.1 s timeouts, fail-open.
+FAIL_OPEN_SETTINGS = """
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": %r,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
+    }
+}
+DEBUG = False
+RATELIMIT_TIERS_FAIL_OPEN = True
+"""
 
-    def __init__(self, directory: Path, settings: str, workers: int = 3) -> None:
+#: How the testproject can be served: gunicorn's sync or threaded (gthread) workers, or uvicorn's
+#: own process manager on the ASGI application (uvicorn 0.54 no longer ships ``uvicorn.workers``).
+WORKER_KINDS = ("sync", "gthread", "uvicorn")
+
+
+class ProjectServer:
+    """The testproject with its own SQLite file and settings module, served by ``workers`` processes.
+
+    ``kind`` is one of :data:`WORKER_KINDS`; ``threads`` is each gthread worker's thread count.
+    """
+
+    def __init__(
+        self, directory: Path, settings: str, workers: int = 3, kind: str = "sync", threads: int = 8
+    ) -> None:
+        assert kind in WORKER_KINDS, kind
         self.directory = directory
-        self.workers = workers
+        self.workers, self.kind, self.threads = workers, kind, threads
         (directory / "chaos_settings.py").write_text(
             "from testproject.settings import *  # noqa\n" + settings
         )
@@ -61,21 +85,25 @@ class ProjectServer:
         output = self.manage("shell", "-c", CREATE_KEYS % json.dumps(specs))
         return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
+    def command(self, *options: str) -> list[str]:
+        """The server's command line; ``options`` are more of gunicorn's (e.g. ``-c`` a file)."""
+        if self.kind == "uvicorn":
+            return [
+                *(sys.executable, "-m", "uvicorn", "testproject.asgi:application"),
+                *("--workers", str(self.workers), "--host", "127.0.0.1", "--port", str(self.port)),
+                "--no-access-log",
+            ]
+        gthread = ("--worker-class", "gthread", "--threads", str(self.threads))
+        threads = gthread if self.kind == "gthread" else ()
+        return [
+            *(sys.executable, "-m", "gunicorn", "--workers", str(self.workers), *threads),
+            *("--bind", f"127.0.0.1:{self.port}", *options, "testproject.wsgi:application"),
+        ]
+
     def start(self, *options: str) -> None:
-        """Serve with gunicorn; ``options`` are more of its command-line options (e.g. ``-c`` a file)."""
-        self.log = (self.directory / "gunicorn.log").open("wb")
+        self.log = (self.directory / "server.log").open("wb")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--workers",
-                str(self.workers),
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                *options,
-                "testproject.wsgi:application",
-            ],
+            self.command(*options),
             cwd=ROOT,
             env=self.env,
             stdout=self.log,
@@ -83,13 +111,13 @@ class ProjectServer:
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, "gunicorn exited: " + self.log_text()
+            assert self.process.poll() is None, "the server exited: " + self.log_text()
             try:
                 if request(self.port, "/admin/login/").status == 200:
                     return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError("gunicorn did not start serving")
+        raise RuntimeError(f"{self.kind} workers did not start serving")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -103,7 +131,7 @@ class ProjectServer:
             self.log.close()
 
     def log_text(self) -> str:
-        return (self.directory / "gunicorn.log").read_text(errors="replace")[-5000:]
+        return (self.directory / "server.log").read_text(errors="replace")[-5000:]
 
 
 @dataclass(frozen=True)

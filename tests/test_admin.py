@@ -286,3 +286,15 @@ def test_every_action_is_in_the_key_history(client, django_user_model, account, 
     assert "operator" in history
     assert f"replaced by {new.prefix}" in history
     assert new_raw.split(".")[1] not in history
+
+
+def test_tier_page_shows_where_the_exact_log_gives_way_to_the_counter(admin_client, free_tier):
+    page = admin_client.get(f"/admin/ratelimit_tiers/tier/{free_tier.pk}/change/").content.decode()
+    assert "exact. The exact log keeps at most 10,000" in page
+    free_tier.read_limit = 20_000
+    free_tier.save()
+    page = admin_client.get(f"/admin/ratelimit_tiers/tier/{free_tier.pk}/change/").content.decode()
+    assert "Algorithm in use" in page
+    assert "exact, but counter for read." in page
+    assert "keeps at most 10,000 requests per window" in page
+    assert admin_client.get("/admin/ratelimit_tiers/tier/add/").status_code == 200

@@ -140,9 +140,56 @@ def test_thread_safe_under_concurrent_failures(settings):
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(one, range(2000)))
     assert results.count("failed") == len(attempts)
-    # Only calls that started before the breaker opened reached the store.
-    assert len(attempts) < 50
+    # Only calls that started before the breaker opened reached the store. Failures
+    # of calls in flight together count once, so opening takes three rounds of at
+    # most one call per thread (16 x 3), plus calls racing the opening itself.
+    assert len(attempts) < 16 * 4
     assert results.count("skipped") == 2000 - len(attempts)
+
+
+def test_failures_in_flight_together_count_once(settings):
+    """One stall times out every call in flight at once: that is one failure, not sixteen."""
+    settings.RATELIMIT_TIERS_BREAKER_FAILURES = 3
+    breaker = CircuitBreaker("x")
+
+    def stall():
+        barrier = threading.Barrier(16)
+
+        def stalled():
+            barrier.wait(timeout=10)  # All 16 calls are in flight before any fails.
+            raise StorageUnavailable("timeout")
+
+        def one(_):
+            with pytest.raises(StorageUnavailable) as info:
+                breaker.call(stalled)
+            return isinstance(info.value, CircuitOpen)
+
+        with ThreadPoolExecutor(16) as pool:
+            assert not any(pool.map(one, range(16)))
+
+    stall()
+    stall()
+    assert not breaker.is_open  # Two stalls, 32 timeouts: two failures.
+    stall()
+    assert breaker.is_open  # The third in a row opens it.
+
+
+def test_a_success_older_than_the_last_failure_does_not_reset_the_count(settings):
+    settings.RATELIMIT_TIERS_BREAKER_FAILURES = 3
+    clock = Clock()
+    breaker = CircuitBreaker("x", clock)
+
+    def slow():
+        clock.now += 1
+        fail_times(breaker, 2)  # Started and failed while this call was waiting for its reply.
+        return "late"
+
+    assert breaker.call(slow) == "late"  # Its reply says nothing about the store since then.
+    fail_times(breaker, 1)
+    assert breaker.is_open
+    clock.now += 5
+    assert breaker.call(up) == "ok"  # The probe started after the failure: it closes the breaker.
+    assert not breaker.is_open
 
 
 class Blackhole:

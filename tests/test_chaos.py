@@ -19,21 +19,9 @@ from redis import Redis
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
 from tests.conftest import RedisServer
-from tests.processes import ROOT, Load, ProjectServer, burst, percentiles, recovered_after
+from tests.processes import FAIL_OPEN_SETTINGS, ROOT, Load, ProjectServer, burst, percentiles, recovered_after
 
 pytestmark = pytest.mark.redis
-
-SETTINGS = """
-CACHES = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": %r,
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
-    }
-}
-DEBUG = False
-RATELIMIT_TIERS_FAIL_OPEN = True
-"""
 
 
 @pytest.fixture
@@ -47,7 +35,7 @@ def redis(tmp_path):
 
 @pytest.fixture
 def project(redis, tmp_path):
-    project = ProjectServer(tmp_path, SETTINGS % redis.url, workers=3)
+    project = ProjectServer(tmp_path, FAIL_OPEN_SETTINGS % redis.url, workers=3)
     yield project
     project.stop()
 

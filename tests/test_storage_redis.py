@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -17,12 +18,12 @@ from redis import Redis
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from ratelimit_tiers.algorithms import EXACT, Rate, counter_decide
+from ratelimit_tiers.algorithms import COUNTER, EXACT, EXACT_MAX_LIMIT, Rate, counter_decide
 from ratelimit_tiers.authentication import APIKeyAuthentication
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
 from ratelimit_tiers.storage.base import bucket_key
-from ratelimit_tiers.storage.redis import KEPT_CONNECTIONS, SCRIPT_SHA, RedisStorage, encode_command
+from ratelimit_tiers.storage.redis import KEPT_CONNECTIONS, SCRIPT, SCRIPT_SHA, RedisStorage, encode_command
 from ratelimit_tiers.throttling import TierRateThrottle
 from testproject.views import ItemViewSet
 from tests.conftest import clear_of_minute_edge
@@ -108,6 +109,55 @@ def test_ring_shrinks_correctly_after_wrapping(redis_cache, free_tier, raw_key):
     set_tier(free_tier, limit=2)
     storage.peek(prefix, "read")
     assert ring(prefix) == (2, stamps[1:])
+
+
+def script_commands(client, action):
+    """Calls of each command Redis ran while ``action`` ran, other than connecting and the EVALSHAs."""
+    client.config_resetstat()
+    action()
+    skip = ("cmdstat_evalsha", "cmdstat_info", "cmdstat_config", "cmdstat_client", "cmdstat_hello")
+    return {k: v["calls"] for k, v in client.info("commandstats").items() if not k.startswith(skip)}
+
+
+def test_a_resize_runs_the_same_few_commands_at_any_size(redis_cache, free_tier, raw_key):
+    """Shrinking a full ring moves its bytes in a fixed number of commands, 100 stamps or 10,000:
+    nothing in a script call grows with the limit but the bytes Redis copies (60 KB at most)."""
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    client = get_redis_connection("default")
+    commands = {}
+    for size in (100, EXACT_MAX_LIMIT):
+        storage.clear(prefix)
+        set_tier(free_tier, limit=size, algorithm="exact")
+        fill(storage, prefix, size)
+        _size, stamps = ring(prefix)
+        assert len(stamps) == size
+        smaller = size - size // 10
+        set_tier(free_tier, limit=smaller)
+        commands[size] = script_commands(client, lambda: storage.peek(prefix, "read"))
+        assert ring(prefix) == (smaller, stamps[size // 10 :])  # The newest stamps, in order.
+    assert commands[100] == commands[EXACT_MAX_LIMIT]
+    print(f"\ncommands of one resize, at 100 and at {EXACT_MAX_LIMIT:,}: {commands[100]}")
+
+
+@pytest.mark.parametrize("limit", [EXACT_MAX_LIMIT, EXACT_MAX_LIMIT + 1, 1_000_000])
+def test_no_ring_is_kept_above_the_exact_cap(redis_cache, free_tier, raw_key, limit):
+    prefix = APIKey.objects.get().prefix
+    set_tier(free_tier, limit=limit, algorithm="exact")
+    decision = get_storage().hit(prefix, "read").decision
+    assert (decision.allowed, decision.limit, decision.remaining) == (True, limit, limit - 1)
+    client = get_redis_connection("default")
+    exact, counter = (caches["default"].make_key(bucket_key(prefix, "read", a)) for a in (EXACT, COUNTER))
+    if limit <= EXACT_MAX_LIMIT:
+        assert ring(prefix)[0] == limit
+        assert not client.exists(counter)
+    else:  # The counter: two numbers, whatever the limit.
+        assert not client.exists(exact)
+        assert client.hgetall(counter).keys() == {b"w", b"c", b"p"}
+
+
+def test_the_script_caps_the_ring_at_exact_max_limit():
+    assert re.findall(rb"limit > (\d+)", SCRIPT) == [str(EXACT_MAX_LIMIT).encode()]
 
 
 @pytest.mark.parametrize("algorithm", ["exact", "counter"])

@@ -20,6 +20,7 @@ from ratelimit_tiers.policies import ACTIVE, Policy, load_policy
 from ratelimit_tiers.storage import base
 from ratelimit_tiers.storage.backends import redis_client
 from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_key, wrap_errors
+from ratelimit_tiers.storage.eviction import warn_if_evicting
 
 SCRIPT = (Path(__file__).parent / "scripts" / "hit.lua").read_bytes()
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1.
@@ -216,7 +217,9 @@ class RedisStorage(Storage):
             if self._opened >= KEPT_CONNECTIONS:
                 return None
             self._opened += 1
-        pool = self.client().connection_pool
+        client = self.client()
+        warn_if_evicting(self.alias, client)  # Once per process: see storage/eviction.py.
+        pool = client.connection_pool
         return pool.connection_class(**pool.connection_kwargs)
 
     def _send_borrowed(self, command: bytes) -> bytes:

@@ -56,7 +56,9 @@ if limit <= 0 then
   return decided(0, limit, window, 0, window, now)
 end
 
-if policy[4] == "counter" then
+-- Above algorithms.EXACT_MAX_LIMIT stamps a window, a ring would cost too much
+-- to keep and to resize: such limits use the counter.
+if policy[4] == "counter" or limit > 10000 then
   local key = KEYS[3]
   local index = math.floor(now / window)
   local state = redis.call("HMGET", key, "w", "c", "p")
@@ -132,60 +134,38 @@ local function slot(i)
   return "#" .. (HEADER + i)
 end
 
-local function get_many(first_index, count, ring_size, ring_head)
-  local out = {}
-  local i = first_index
-  while i < first_index + count do
-    local args = {}
-    local last = math.min(first_index + count, i + 1000) - 1
-    for j = i, last do
-      args[#args + 1] = "GET"
-      args[#args + 1] = "u48"
-      args[#args + 1] = slot((ring_head + j) % ring_size)
-    end
-    local values = redis.call("BITFIELD", key, unpack(args))
-    for _, v in ipairs(values) do
-      out[#out + 1] = v
-    end
-    i = last + 1
-  end
-  return out
-end
-
 if size ~= limit then
-  -- New key, or the limit changed: keep the newest stamps, oldest first,
-  -- after the empty slots (which count as expired).
-  local kept = {}
+  -- New key, or the limit changed: keep the newest stamps in ring order (the
+  -- empty slots, which count as expired, come first), moved as whole byte
+  -- ranges: a few string commands whatever the size, no Lua loop per stamp.
+  local body = ""
   if size > 0 then
-    for _, v in ipairs(get_many(0, size, size, head)) do
-      if v > 0 then
-        kept[#kept + 1] = v
-      end
+    local stored = redis.call("GETRANGE", key, HEADER * 6, -1)
+    -- Slots never written lie past the string's end: they are empty.
+    stored = stored .. string.rep("\0", size * 6 - #stored)
+    local ordered = string.sub(stored, head * 6 + 1) .. string.sub(stored, 1, head * 6)
+    if limit < size then
+      body = string.sub(ordered, (size - limit) * 6 + 1)
+    else
+      body = string.rep("\0", (limit - size) * 6) .. ordered
     end
   end
   redis.call("DEL", key)
-  local oldest = math.max(1, #kept - limit + 1)
-  local args = {"SET", "u48", "#1", limit}
-  local count = 0
-  for i = oldest, #kept do
-    args[#args + 1] = "SET"
-    args[#args + 1] = "u48"
-    args[#args + 1] = slot(count)
-    args[#args + 1] = kept[i]
-    count = count + 1
-    if #args >= 4000 then
-      redis.call("BITFIELD", key, unpack(args))
-      args = {}
-    end
+  if #body > 0 then
+    redis.call("SETRANGE", key, HEADER * 6, body)
   end
-  head, expired, first, deadline = count % limit, limit - count, kept[oldest] or 0, now + window
-  for _, field in ipairs({{"#0", head}, {"#2", expired}, {"#3", first}, {"#4", deadline}}) do
-    args[#args + 1] = "SET"
-    args[#args + 1] = "u48"
-    args[#args + 1] = field[1]
-    args[#args + 1] = field[2]
+  -- The oldest slot is now slot 0. A new key has nothing live; otherwise the
+  -- search below finds the first live stamp from slot 0.
+  head, expired, first, deadline = 0, 0, 0, now + window
+  if size == 0 then
+    expired = limit
+  else
+    first = redis.call("BITFIELD", key, "GET", "u48", slot(0))[1]
   end
-  redis.call("BITFIELD", key, unpack(args))
+  redis.call(
+    "BITFIELD", key, "SET", "u48", "#0", head, "SET", "u48", "#1", limit, "SET", "u48", "#2", expired,
+    "SET", "u48", "#3", first, "SET", "u48", "#4", deadline
+  )
   redis.call("PEXPIREAT", key, deadline)
 end
 
