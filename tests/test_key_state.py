@@ -17,6 +17,8 @@ from ratelimit_tiers.breaker import get_breaker
 from ratelimit_tiers.key_state import TTL, KeyStates
 from ratelimit_tiers.models import Account, APIKey
 from ratelimit_tiers.policies import ACTIVE, EXPIRED, INACTIVE, REVOKED, UNKNOWN
+from tests.conftest import RedisServer
+from tests.processes import FAIL_OPEN_SETTINGS, ProjectServer, request
 
 THROTTLED = "/api/whoami/"
 UNTHROTTLED = "/api/whoami/unthrottled/"
@@ -142,20 +144,14 @@ def test_saving_a_key_or_an_account_drops_this_process_states(account, raw_key):
     assert key_state.state(prefix) == REVOKED
 
 
-SERVER_SETTINGS = """
-CACHES = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": %r,
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.1, "SOCKET_TIMEOUT": 0.1},
-    }
-}
-DEBUG = False
-RATELIMIT_TIERS_FAIL_OPEN = True
+SERVER_SETTINGS = (
+    FAIL_OPEN_SETTINGS
+    + """
 # A breaker that stays closed through the first phase and then open through the last.
 RATELIMIT_TIERS_BREAKER_FAILURES = 100
 RATELIMIT_TIERS_BREAKER_COOLDOWN = 120
 """
+)
 
 KILL_KEYS = """
 from datetime import timedelta
@@ -176,8 +172,6 @@ OPENED = "failed 100 times in a row"
 
 def sweep(port, keys, count):
     """``count`` GETs per key on each view, interleaved: {(name, url): [status, ...]}."""
-    from tests.processes import request
-
     statuses = {(name, url): [] for name in keys for url in (THROTTLED, UNTHROTTLED)}
     for _ in range(count):
         for (name, url), seen in statuses.items():
@@ -202,9 +196,6 @@ def assert_dead_refused(statuses):
 @pytest.mark.redis
 def test_dead_keys_under_gunicorn(tmp_path):
     """Warm dead keys in every worker, SIGKILL redis-server: none is admitted, breaker closed or open."""
-    from tests.conftest import RedisServer
-    from tests.processes import ProjectServer
-
     redis = RedisServer(tmp_path)
     project = ProjectServer(tmp_path, SERVER_SETTINGS % redis.url, workers=WORKERS)
     try:
