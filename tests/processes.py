@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import postgres
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ print(json.dumps(out))
 
 
 class ProjectServer:
-    """The testproject with its own SQLite file and settings module, served by gunicorn."""
+    """The testproject with its own database and settings module, served by gunicorn."""
 
     def __init__(self, directory: Path, settings: str, workers: int = 3) -> None:
         self.directory = directory
@@ -41,7 +42,7 @@ class ProjectServer:
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "chaos_settings",
-            "DJANGO_DB": str(directory / "db.sqlite3"),
+            **postgres.database_env(directory),
             "PYTHONPATH": os.pathsep.join([str(directory), str(ROOT)]),
         }
         self.env.pop("REDIS_URL", None)
