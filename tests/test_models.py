@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
+from django.db.models.signals import pre_save
+from django.utils import timezone
 
 from ratelimit_tiers.models import APIKey, Tier
 
@@ -98,3 +101,33 @@ def test_create_api_key_refuses_to_move_tiers(account):
 
     with pytest.raises(CommandError, match="change tiers in the admin"):
         call_command("create_api_key", account.name, "--tier", "Pro", stdout=StringIO(), stderr=StringIO())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("rotated", "already been rotated"),
+        ("revoked", "revoked key cannot be rotated"),
+        ("expiry", "changed while it was being rotated"),
+    ],
+)
+def test_a_rotation_that_loses_a_race_is_refused_and_rolled_back(account, raw_key, change, message):
+    old = APIKey.objects.get()
+    other = APIKey.objects.create_key(account=account, name="other")[0]
+    changes = {
+        "rotated": {"rotated_to": other},
+        "revoked": {"revoked": True},
+        "expiry": {"expires_at": timezone.now() + timedelta(days=9)},
+    }
+
+    def meanwhile(instance, **kwargs):
+        if instance.pk is None:  # The replacement: another process changes the old key first.
+            APIKey.objects.filter(pk=old.pk).update(**changes[change])
+
+    pre_save.connect(meanwhile, sender=APIKey)
+    try:
+        with pytest.raises(ValidationError, match=message):
+            old.rotate(timedelta(hours=1))
+    finally:
+        pre_save.disconnect(meanwhile, sender=APIKey)
+    assert set(APIKey.objects.values_list("name", flat=True)) == {"main", "other"}
