@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from django.core.signals import request_finished
+from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -16,14 +16,16 @@ from ratelimit_tiers.models import Account, APIKey, Tier
 def web_app(db):
     from testproject.wsgi import application
 
-    # As Django's test client does: the end of each request must not close the
-    # connection that holds the test's transaction (SQLite's in-memory test
+    # As Django's test client does: the start and end of a request must not close
+    # the connection that holds the test's transaction (SQLite's in-memory test
     # database ignores the close; PostgreSQL's connection would really close).
-    request_finished.disconnect(close_old_connections)
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
     try:
         yield schemathesis.openapi.from_wsgi("/api/schema/", application)
     finally:
-        request_finished.connect(close_old_connections)
+        for signal in (request_started, request_finished):
+            signal.connect(close_old_connections)
 
 
 schema = schemathesis.pytest.from_fixture("web_app")
