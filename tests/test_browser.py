@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.db import connections
 from playwright.sync_api import Page, sync_playwright
 
 from ratelimit_tiers.models import APIKey
@@ -44,6 +45,9 @@ def page(live_server, monkeypatch):
         yield context.new_page()
         context.close()
         browser.close()
+        # The ORM calls made here, under Playwright's loop, opened a connection of
+        # their own; close it, or PostgreSQL cannot drop the test database.
+        connections.close_all()
 
 
 def api_get(live_server, raw_key):
