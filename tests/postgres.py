@@ -85,7 +85,9 @@ class Cluster:
     def _run(self, program: str, *args: str) -> None:
         command = [str(self.bin / program), *args]
         if self.owner is not None:
-            command = ["runuser", "-u", self.owner, "--", *command]
+            # util-linux's runuser, in /usr/sbin (often not on a non-login PATH).
+            runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+            command = [runuser, "-u", self.owner, "--", *command]
         result = subprocess.run(command, cwd=self.directory, capture_output=True, text=True, check=False)
         if result.returncode:
             log = self.directory / "server.log"
