@@ -195,25 +195,45 @@ class APIKey(models.Model):
         """Issue a new key for the same account and name; this one expires after ``grace``.
 
         Returns the new key and its raw value, which is never stored. Raises
-        ``ValidationError`` for a revoked key or one already rotated.
+        ``ValidationError`` for a revoked key or one already rotated, also when
+        a concurrent rotation (another process) wins the race.
         """
+        key = APIKey.objects.get(pk=self.pk)
+        refusal = key._rotation_refusal()
+        if refusal is not None:
+            raise refusal
+        end = timezone.now() + grace
+        keeps_expiry = key.expires_at is not None and key.expires_at > end
+        new_key = APIKey(
+            account_id=key.account_id, name=key.name, expires_at=key.expires_at if keeps_expiry else None
+        )
+        raw_key = APIKey.objects.assign_key(new_key)
+        new_key.full_clean()
+        expires_at = end if key.expires_at is None else min(key.expires_at, end)
         with transaction.atomic():
-            key = APIKey.objects.select_for_update().get(pk=self.pk)
-            if key.revoked:
-                raise ValidationError(_("A revoked key cannot be rotated."))
-            if key.rotated_to_id is not None:
-                raise ValidationError(_("This key has already been rotated."))
-            now = timezone.now()
-            keeps_expiry = key.expires_at is not None and key.expires_at > now + grace
-            new_key, raw_key = APIKey.objects.create_key(
-                account_id=key.account_id, name=key.name, expires_at=key.expires_at if keeps_expiry else None
-            )
-            end = now + grace
-            key.expires_at = end if key.expires_at is None else min(key.expires_at, end)
-            key.rotated_to = new_key
+            # Write first: SQLite then waits for a concurrent rotation's lock (its
+            # timeout) instead of failing with "database is locked", as a
+            # transaction that reads before it writes does.
+            new_key.save()
+            # Only one rotation finds the row as it was read; a loser rolls back its key.
+            claimed = APIKey.objects.filter(
+                pk=key.pk, revoked=False, rotated_to__isnull=True, expires_at=key.expires_at
+            ).update(rotated_to=new_key, expires_at=expires_at)
+            if not claimed:
+                raise APIKey.objects.get(pk=key.pk)._rotation_refusal() or ValidationError(
+                    _("This key changed while it was being rotated; try again.")
+                )
+            key.expires_at, key.rotated_to = expires_at, new_key
             key.save(update_fields=["expires_at", "rotated_to"])  # save(): evicts the cached policy.
         self.expires_at, self.rotated_to = key.expires_at, new_key
         return new_key, raw_key
+
+    def _rotation_refusal(self) -> ValidationError | None:
+        if self.revoked:
+            return ValidationError(_("A revoked key cannot be rotated."))
+        if self.rotated_to_id is not None:
+            return ValidationError(_("This key has already been rotated."))
+        return None
 
     def clean(self) -> None:
         if self.pk is not None and not self.revoked and self._stored_revoked():

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from ratelimit_tiers import breaker
 from ratelimit_tiers.authentication import identities
 from ratelimit_tiers.models import Account, APIKey, Tier
+from tests import postgres
 
 
 def free_port() -> int:
@@ -138,6 +139,22 @@ def broken_store(settings: pytest.FixtureRequest) -> str:
     }
     settings.RATELIMIT_TIERS_CACHE = "broken"
     return "broken"
+
+
+def pytest_report_header() -> str:
+    return f"database: {postgres.backend()} ({postgres.BACKEND_ENV})"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request: pytest.FixtureRequest) -> None:
+    """With RATELIMIT_TIERS_TEST_DB=postgres, the test database lives on a private cluster."""
+    if postgres.backend() == "postgres":
+        postgres.use_for_tests()
+    request.getfixturevalue("django_db_modify_db_settings_parallel_suffix")
+
+
+def pytest_unconfigure() -> None:
+    postgres.stop()
 
 
 @pytest.fixture(autouse=True)

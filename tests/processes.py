@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import postgres
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,7 @@ WORKER_KINDS = ("sync", "gthread", "uvicorn")
 
 
 class ProjectServer:
-    """The testproject with its own SQLite file and settings module, served by ``workers`` processes.
+    """The testproject with its own database and settings module, served by ``workers`` processes.
 
     ``kind`` is one of :data:`WORKER_KINDS`; ``threads`` is each gthread worker's thread count.
     """
@@ -65,7 +66,7 @@ class ProjectServer:
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "chaos_settings",
-            "DJANGO_DB": str(directory / "db.sqlite3"),
+            **postgres.database_env(directory),
             "PYTHONPATH": os.pathsep.join([str(directory), str(ROOT)]),
         }
         self.env.pop("REDIS_URL", None)

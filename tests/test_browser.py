@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from django.contrib.auth.models import Permission
+from django.db import connections
 from django.test import Client
 from playwright.sync_api import Page, sync_playwright
 
@@ -48,6 +49,9 @@ def page(live_server, monkeypatch):
         yield context.new_page()
         context.close()
         browser.close()
+        # The ORM calls made here, under Playwright's loop, opened a connection of
+        # their own; close it, or PostgreSQL cannot drop the test database.
+        connections.close_all()
 
 
 def api_get(live_server, raw_key):

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from io import StringIO
 
 import pytest
@@ -8,8 +11,32 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from ratelimit_tiers.models import APIKey
+from tests.processes import ROOT, ProjectServer
 
 URL = "/api/items/"
+
+# One of the processes below: connected and waiting at the start line, then
+# exactly what ``manage.py ratelimit_tiers_rotate_key PREFIX`` runs.
+ROTATE_AT_THE_START = """
+import os, sys, time
+import django
+django.setup()
+from django.core.management import execute_from_command_line
+from django.db import connection
+connection.ensure_connection()
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.001)
+execute_from_command_line(["manage.py", "ratelimit_tiers_rotate_key", sys.argv[2]])
+"""
+
+KEYS_OF = """
+import json
+from ratelimit_tiers.models import APIKey
+keys = APIKey.objects.filter(account__name=%r).order_by("pk")
+print(json.dumps([(k.prefix, k.rotated_to.prefix if k.rotated_to else None) for k in keys]))
+"""
 
 
 def run(*args):
@@ -139,3 +166,37 @@ def test_rotation_grace_check(settings):
 
     settings.RATELIMIT_TIERS_ROTATION_GRACE = -5
     assert "ratelimit_tiers.E021" in [m.id for m in checks.run_checks()]
+
+
+def test_eight_processes_rotating_one_key_at_once(tmp_path):
+    project = ProjectServer(tmp_path, "DEBUG = False\n")
+    prefix = project.create_keys(("race", "Free", None))["race"].split(".")[0]
+    (tmp_path / "rotate.py").write_text(ROTATE_AT_THE_START)
+    start = tmp_path / "start"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(tmp_path / "rotate.py"), str(start), prefix],
+            cwd=ROOT,
+            env=project.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    try:
+        assert [p.stdout.readline() for p in processes] == ["ready\n"] * 8
+        start.touch()
+        results = [(p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in processes]
+    finally:
+        for process in processes:
+            process.kill()
+            process.communicate()
+    [(_, new_raw, _)] = [result for result in results if result[0] == 0]
+    # The others are told why, on one line: no traceback, no "database is locked".
+    assert [(code, err) for code, _, err in results if code] == [
+        (1, "CommandError: This key has already been rotated.\n")
+    ] * 7
+    keys = json.loads(project.manage("shell", "-c", KEYS_OF % "race").strip().splitlines()[-1])
+    new_prefix = new_raw.strip().split(".")[0]
+    assert keys == [[prefix, new_prefix], [new_prefix, None]]  # The losers' new keys were rolled back.

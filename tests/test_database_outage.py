@@ -5,8 +5,8 @@ cache, an unknown key) get a JSON 503 with ``Retry-After``; keys the worker
 already knows go on (their policies are in Redis), and the ``last_used``
 write that falls due meanwhile fails quietly; a known key whose policy Redis
 lost needs the database again, and gets the 503. The outage is real: the
-testproject's SQLite file is moved away and a directory put in its place, so
-every connection attempt fails ("unable to open database file").
+testproject's database refuses every connection (``tests.postgres.outage``: a
+PostgreSQL database closed to connections, or a SQLite file replaced by a directory).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from rest_framework.test import APIClient
 
 from ratelimit_tiers import key_state, last_used
 from ratelimit_tiers.models import APIKey
+from tests import postgres
 from tests.conftest import RedisServer
 from tests.processes import ProjectServer
 
@@ -66,7 +67,6 @@ def fetch(port, path, key):
 def test_database_outage_under_gunicorn(tmp_path):
     redis = RedisServer(tmp_path)
     project = ProjectServer(tmp_path, SETTINGS % redis.url, workers=1)  # One worker: "warm" is certain.
-    database = tmp_path / "db.sqlite3"
     try:
         keys = project.create_keys(("warm", "Free", 1_000_000), ("cold", "Free", 1_000_000))
         (tmp_path / "gunicorn_config.py").write_text(GUNICORN_CONFIG)
@@ -74,29 +74,26 @@ def test_database_outage_under_gunicorn(tmp_path):
         for url in URLS:
             assert fetch(project.port, url, keys["warm"])[0] == 200
 
-        database.rename(tmp_path / "db.away")
-        database.mkdir()
-        seen = {"warm": [], "cold": [], "unknown": [], "warm, policy lost": []}
-        refusals = []
-        for _ in range(3):
-            time.sleep(1.1)  # The warm key's last_used write is due again.
-            for name, key in (("warm", keys["warm"]), ("cold", keys["cold"]), ("unknown", UNKNOWN_KEY)):
-                for url in URLS:
-                    status, headers, body = fetch(project.port, url, key)
-                    seen[name].append(status)
-                    if status == 503:
-                        refusals.append((headers, body))
+        with postgres.outage(project.env):
+            seen = {"warm": [], "cold": [], "unknown": [], "warm, policy lost": []}
+            refusals = []
+            for _ in range(3):
+                time.sleep(1.1)  # The warm key's last_used write is due again.
+                for name, key in (("warm", keys["warm"]), ("cold", keys["cold"]), ("unknown", UNKNOWN_KEY)):
+                    for url in URLS:
+                        status, headers, body = fetch(project.port, url, key)
+                        seen[name].append(status)
+                        if status == 503:
+                            refusals.append((headers, body))
 
-        # Redis loses the warm key's policy (a restart, an eviction): it must be loaded again.
-        Redis.from_url(redis.url).flushdb()
-        for url in URLS:
-            status, headers, body = fetch(project.port, url, keys["warm"])
-            seen["warm, policy lost"].append(status)
-            if status == 503:
-                refusals.append((headers, body))
+            # Redis loses the warm key's policy (a restart, an eviction): it must be loaded again.
+            Redis.from_url(redis.url).flushdb()
+            for url in URLS:
+                status, headers, body = fetch(project.port, url, keys["warm"])
+                seen["warm, policy lost"].append(status)
+                if status == 503:
+                    refusals.append((headers, body))
 
-        database.rmdir()
-        (tmp_path / "db.away").rename(database)
         after = [fetch(project.port, url, keys["cold"])[0] for url in URLS]
         log = project.log_text()
     finally:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
+from django.db.models.signals import pre_save
+from django.utils import timezone
 
 from ratelimit_tiers.models import APIKey, Tier
 
@@ -115,3 +118,33 @@ def test_queryset_delete_evicts(account, raw_key, api):
     assert api.get("/api/items/").status_code == 200
     APIKey.objects.filter(account=account).delete()  # Signals per object: evicted.
     assert api.get("/api/items/").json()["code"] == "unknown_key"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("rotated", "already been rotated"),
+        ("revoked", "revoked key cannot be rotated"),
+        ("expiry", "changed while it was being rotated"),
+    ],
+)
+def test_a_rotation_that_loses_a_race_is_refused_and_rolled_back(account, raw_key, change, message):
+    old = APIKey.objects.get()
+    other = APIKey.objects.create_key(account=account, name="other")[0]
+    changes = {
+        "rotated": {"rotated_to": other},
+        "revoked": {"revoked": True},
+        "expiry": {"expires_at": timezone.now() + timedelta(days=9)},
+    }
+
+    def meanwhile(instance, **kwargs):
+        if instance.pk is None:  # The replacement: another process changes the old key first.
+            APIKey.objects.filter(pk=old.pk).update(**changes[change])
+
+    pre_save.connect(meanwhile, sender=APIKey)
+    try:
+        with pytest.raises(ValidationError, match=message):
+            old.rotate(timedelta(hours=1))
+    finally:
+        pre_save.disconnect(meanwhile, sender=APIKey)
+    assert set(APIKey.objects.values_list("name", flat=True)) == {"main", "other"}

@@ -1,7 +1,8 @@
 """End to end: the testproject under a real multi-process WSGI server (gunicorn) on a real Redis.
 
-The server gets its own temporary SQLite file (migrated and given a key by
-``manage.py`` in subprocesses), independent of pytest-django's test database.
+The server gets its own database (a temporary SQLite file, or a new database on
+the suite's PostgreSQL cluster), migrated and given a key by ``manage.py`` in
+subprocesses, independent of pytest-django's test database.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from tests import postgres
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.redis
@@ -45,7 +47,7 @@ def server(redis_server, tmp_path_factory):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "e2e_settings",
-        "DJANGO_DB": str(directory / "db.sqlite3"),
+        **postgres.database_env(directory),
         "REDIS_URL": redis_url,
         "PYTHONPATH": os.pathsep.join([str(directory), str(ROOT)]),
     }
