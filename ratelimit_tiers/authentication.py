@@ -23,7 +23,7 @@ from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import DatabaseUnavailable, StorageUnavailable
 from ratelimit_tiers.last_used import record as record_use
 from ratelimit_tiers.models import Account, APIKey
-from ratelimit_tiers.policies import ACTIVE
+from ratelimit_tiers.names import ACTIVE, KeyState
 from ratelimit_tiers.storage import get_storage
 
 MAX_HEADER_LENGTH = 200
@@ -31,10 +31,10 @@ MAX_HEADER_LENGTH = 200
 MESSAGES = {
     "malformed_key": _("Malformed API key."),
     "unknown_key": _("Unknown API key."),
-    "revoked": _("This API key has been revoked."),
-    "expired": _("This API key has expired."),
-    "inactive": _("The account of this API key is disabled."),
-    "unknown": _("Unknown API key."),
+    KeyState.REVOKED: _("This API key has been revoked."),
+    KeyState.EXPIRED: _("This API key has expired."),
+    KeyState.INACTIVE: _("The account of this API key is disabled."),
+    KeyState.UNKNOWN: _("Unknown API key."),
 }
 
 

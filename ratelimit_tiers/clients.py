@@ -19,6 +19,7 @@ from ratelimit_tiers.algorithms import parse_rate
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import RateLimited, StorageUnavailable
+from ratelimit_tiers.names import client_bucket
 
 IPV6_PREFIX = 64
 UNKNOWN = "unknown"
@@ -81,7 +82,7 @@ def refuse(request: Any, exc: APIException) -> APIException:
     rate = parse_rate(text)
     from ratelimit_tiers.storage import get_storage
 
-    name = f"ip:{client_network(request)}"
+    name = client_bucket(client_network(request))
     try:
         decision = guarded(lambda: get_storage().hit_rate(name, rate))
     except StorageUnavailable:

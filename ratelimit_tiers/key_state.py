@@ -23,7 +23,8 @@ from django.dispatch import receiver
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable, StoreUnavailable
 from ratelimit_tiers.models import Account, APIKey
-from ratelimit_tiers.policies import ACTIVE, EXPIRED, UNKNOWN, state_of
+from ratelimit_tiers.names import ACTIVE, EXPIRED, UNKNOWN
+from ratelimit_tiers.policies import state_of
 
 #: Seconds a process trusts a key's state read from the database.
 TTL = 5.0

@@ -21,15 +21,10 @@ from ratelimit_tiers.algorithms import Rate
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import Account, APIKey, Tier, keys_changed
+from ratelimit_tiers.names import ACTIVE, INACTIVE, REVOKED, UNKNOWN, KeyState, tier_key
 from ratelimit_tiers.storage.base import wrap_errors
 
 logger = logging.getLogger("ratelimit_tiers")
-
-ACTIVE = "active"
-REVOKED = "revoked"
-EXPIRED = "expired"
-INACTIVE = "inactive"
-UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -72,7 +67,7 @@ def load_policy(prefix: str) -> Policy:
     )
 
 
-def state_of(*, revoked: bool, account_active: bool) -> str:
+def state_of(*, revoked: bool, account_active: bool) -> KeyState:
     """A key's state from its row, before its expiry (which the checks compare with their clock)."""
     if revoked:
         return REVOKED
@@ -107,10 +102,6 @@ def _forget(prefixes: list[str]) -> None:
     except StorageUnavailable as exc:
         # The save itself must not fail; stale policies expire after POLICY_TIMEOUT.
         logger.warning("Could not evict %d rate-limit policies: %s", len(prefixes), exc)
-
-
-def tier_key(prefix: str) -> str:
-    return f"rlt:{{{prefix}}}:tier"
 
 
 def tier_of(prefix: str) -> tuple[str, bool]:

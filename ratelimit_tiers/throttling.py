@@ -15,7 +15,7 @@ from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable
-from ratelimit_tiers.policies import ACTIVE
+from ratelimit_tiers.names import ACTIVE
 from ratelimit_tiers.signals import check_quota, send_refused
 from ratelimit_tiers.storage import Outcome, get_storage
 

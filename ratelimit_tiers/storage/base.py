@@ -6,8 +6,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ratelimit_tiers.algorithms import CATEGORIES, Decision, Rate
+from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES, Decision, Rate
 from ratelimit_tiers.exceptions import StorageUnavailable
+from ratelimit_tiers.names import bucket_key
+from ratelimit_tiers.names import generation_key as generation_key  # Where redis.py finds it.
 
 
 @dataclass(frozen=True)
@@ -16,16 +18,6 @@ class Outcome:
 
     state: str
     decision: Decision | None = None
-
-
-def policy_key(prefix: str) -> str:
-    # The braces are a Redis Cluster hash tag: one key's policy and counters
-    # share a slot, so one script can touch them all.
-    return f"rlt:{{{prefix}}}:policy"
-
-
-def generation_key(prefix: str) -> str:
-    return f"rlt:{{{prefix}}}:gen"
 
 
 #: Seconds a policy generation outlives the eviction that set it: far longer
@@ -38,10 +30,6 @@ INSTALL_ATTEMPTS = 4
 def new_generation() -> str:
     """A token that no earlier eviction used: a load tagged with an older one is stale."""
     return secrets.token_hex(8)
-
-
-def bucket_key(prefix: str, category: str, algorithm: str) -> str:
-    return f"rlt:{{{prefix}}}:{category}:{algorithm}"
 
 
 def stamp_ms(decision: Decision) -> int:
@@ -109,6 +97,4 @@ class Storage(ABC):
         return None
 
     def bucket_keys(self, prefix: str) -> list[str]:
-        from ratelimit_tiers.algorithms import ALGORITHMS
-
         return [bucket_key(prefix, c, a) for c in CATEGORIES for a in ALGORITHMS]
