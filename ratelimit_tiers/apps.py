@@ -14,7 +14,7 @@ class RatelimitTiersConfig(AppConfig):
 
     def ready(self) -> None:
         from ratelimit_tiers import checks as rlt_checks
-        from ratelimit_tiers import policies  # noqa: F401 - connects the eviction receivers.
+        from ratelimit_tiers import invalidation  # noqa: F401 - connects the receivers.
 
         checks.register(rlt_checks.check_settings)
         checks.register(rlt_checks.check_cache, checks.Tags.caches)

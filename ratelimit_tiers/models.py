@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 #: Sent with ``prefixes`` by the writes of this module that bypass ``save()``
-#: (:meth:`APIKeyQuerySet.revoke`), so that ``policies`` evicts those keys.
+#: (:meth:`APIKeyQuerySet.revoke`), so that ``invalidation`` evicts those keys.
 keys_changed = Signal()
 
 ALGORITHM_CHOICES = [("", _("Default (RATELIMIT_TIERS_ALGORITHM)"))] + [(a, a) for a in ALGORITHMS]

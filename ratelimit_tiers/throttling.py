@@ -10,12 +10,13 @@ from rest_framework.throttling import BaseThrottle
 
 from ratelimit_tiers import key_state
 from ratelimit_tiers.algorithms import METHOD_CATEGORIES, READ, Decision
-from ratelimit_tiers.authentication import KeyIdentity, fail
 from ratelimit_tiers.breaker import guarded
-from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable
+from ratelimit_tiers.identity import KeyIdentity
 from ratelimit_tiers.names import ACTIVE
+from ratelimit_tiers.policies import tier_of
+from ratelimit_tiers.refusals import fail, refuse
 from ratelimit_tiers.signals import check_quota, send_refused
 from ratelimit_tiers.storage import Outcome, get_storage
 
@@ -63,7 +64,10 @@ class TierRateThrottle(BaseThrottle):
             setattr(request._request, REQUEST_ATTRIBUTE, decision)
             setattr(request._request, CATEGORY_ATTRIBUTE, category)
             if not decision.allowed:
-                if send_refused(type(self), request._request, identity.prefix, category, decision):
+                tier, tier_shadow = tier_of(identity.prefix)
+                shadow = bool(conf.SHADOW or tier_shadow)
+                send_refused(type(self), request._request, identity.prefix, tier, category, decision, shadow)
+                if shadow:
                     return True  # Shadow mode: counted, logged and signalled, never refused.
                 raise RateLimited(decision)
             check_quota(type(self), request._request, identity.prefix, category, decision)

@@ -108,7 +108,7 @@ def whoami(raw_key):
 
 
 def test_identity_cache_entries_expire(account, raw_key, monkeypatch):
-    from ratelimit_tiers.authentication import IDENTITY_TTL, identities
+    from ratelimit_tiers.identity import IDENTITY_TTL, identities
 
     now = [1000.0]
     monkeypatch.setattr(identities, "clock", lambda: now[0])
