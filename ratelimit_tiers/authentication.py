@@ -30,7 +30,8 @@ class APIKeyAuthentication(BaseAuthentication):
     any lookup; known keys are verified in constant time against the stored
     hash. Whether the key is still usable (revoked, expired, account disabled)
     is decided by :class:`~ratelimit_tiers.throttling.TierRateThrottle` in the
-    same store round trip as the count; views without it check here instead.
+    same store round trip as the count; views without it (without a throttle
+    whose class has a true ``checks_key_state``) check here instead.
     If the store fails and fails open, the key's state comes from the database
     (:mod:`~ratelimit_tiers.key_state`). If the database fails when a request
     needs it, the answer is :class:`~ratelimit_tiers.exceptions.DatabaseUnavailable`
@@ -50,7 +51,7 @@ class APIKeyAuthentication(BaseAuthentication):
             identity = identities.get(prefix) or self._load(prefix)
             if identity is None or not crypto.verify_secret(secret, identity.hashed_secret):
                 raise refuse(request, fail(UNKNOWN_KEY))
-            if not self._throttled_by_tier(request):
+            if not self._state_checked_by_throttle(request):
                 state = self._state(prefix)
                 if state != ACTIVE:
                     raise refuse(request, fail(state))
@@ -100,10 +101,22 @@ class APIKeyAuthentication(BaseAuthentication):
             return key_state.without_store(prefix, exc)  # As the throttle does.
 
     @staticmethod
-    def _throttled_by_tier(request: Request) -> bool:
-        from ratelimit_tiers.throttling import TierRateThrottle
+    def _state_checked_by_throttle(request: Request) -> bool:
+        """Whether a throttle of the view checks the key's state, so that this need not.
 
+        Such a throttle class says so with a true ``checks_key_state``
+        (:class:`~ratelimit_tiers.throttling.TierRateThrottle` does), so this
+        module needs no import of the throttle. Reads the view's
+        ``throttle_classes`` without building throttles; a view that overrides
+        ``get_throttles`` is asked for its throttles instead, which it may pick
+        per request. (Not compared with ``APIView.get_throttles`` itself:
+        DRF imports authentication classes while ``rest_framework.views`` loads.)
+        """
         view: Any = (request.parser_context or {}).get("view")
         if view is None:
             return False
-        return any(isinstance(t, TierRateThrottle) for t in view.get_throttles())
+        if type(view).get_throttles.__module__ == "rest_framework.views":  # DRF's: the classes'.
+            classes = list(view.throttle_classes)
+        else:
+            classes = [type(throttle) for throttle in view.get_throttles()]
+        return any(getattr(cls, "checks_key_state", False) for cls in classes)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import DatabaseError
 from rest_framework.request import Request
@@ -44,6 +44,10 @@ class TierRateThrottle(BaseThrottle):
     revoked, expired or unknown key gets 401, also when the store is down and
     the request fails open.
     """
+
+    #: Refuses keys that cannot be used (revoked, expired...), so authentication need not check
+    #: them itself: read by :class:`~ratelimit_tiers.authentication.APIKeyAuthentication`.
+    checks_key_state: ClassVar[bool] = True
 
     def allow_request(self, request: Request, view: Any) -> bool:
         identity = request.auth
