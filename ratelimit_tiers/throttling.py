@@ -8,10 +8,11 @@ from django.db import DatabaseError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from ratelimit_tiers import key_state
+from ratelimit_tiers import context, key_state
 from ratelimit_tiers.algorithms import METHOD_CATEGORIES, READ, Decision
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.conf import conf
+from ratelimit_tiers.context import RateLimitContext
 from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable
 from ratelimit_tiers.identity import KeyIdentity
 from ratelimit_tiers.names import ACTIVE
@@ -21,11 +22,6 @@ from ratelimit_tiers.signals import check_quota, send_refused
 from ratelimit_tiers.storage import Outcome, get_storage
 
 logger = logging.getLogger("ratelimit_tiers")
-
-#: Attribute of the Django ``HttpRequest`` holding the :class:`Decision` for the middleware.
-REQUEST_ATTRIBUTE = "ratelimit"
-#: Attribute of the Django ``HttpRequest`` holding the decision's endpoint category.
-CATEGORY_ATTRIBUTE = "ratelimit_category"
 
 _last_outage_log = 0.0
 
@@ -65,8 +61,7 @@ class TierRateThrottle(BaseThrottle):
             decision = outcome.decision
             if decision is None:
                 return True  # Failed open: admitted, not counted.
-            setattr(request._request, REQUEST_ATTRIBUTE, decision)
-            setattr(request._request, CATEGORY_ATTRIBUTE, category)
+            context.attach(request._request, RateLimitContext(decision, category))
             if not decision.allowed:
                 tier, tier_shadow = tier_of(identity.prefix)
                 shadow = bool(conf.SHADOW or tier_shadow)
@@ -96,8 +91,9 @@ class TierRateThrottle(BaseThrottle):
             return
 
         def refused(drf_request: Request, wait: float | None) -> None:
-            if getattr(request._request, REQUEST_ATTRIBUTE, None) is decision:
-                delattr(request._request, REQUEST_ATTRIBUTE)
+            attached = context.of(request._request)
+            if attached is not None and attached.decision is decision:
+                context.detach(request._request)
                 try:
                     guarded(get_storage().give_back, prefix, category, decision)
                 except StorageUnavailable as exc:
@@ -128,8 +124,3 @@ class TierRateThrottle(BaseThrottle):
                 "open" if conf.FAIL_OPEN else "closed",
             )
         return key_state.without_store(prefix, exc)
-
-
-def get_decision(request: Any) -> Decision | None:
-    """The decision a throttle attached to this ``HttpRequest``, if any."""
-    return getattr(request, REQUEST_ATTRIBUTE, None)
