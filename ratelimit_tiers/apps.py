@@ -13,6 +13,8 @@ class RatelimitTiersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here, once the app registry is ready: Django imports this module while it
+        # populates the registry, before models can be imported (invalidation imports them).
         from ratelimit_tiers import checks as rlt_checks
         from ratelimit_tiers import invalidation  # noqa: F401 - connects the receivers.
 
@@ -22,4 +24,5 @@ class RatelimitTiersConfig(AppConfig):
         checks.register(rlt_checks.check_surface_settings)
         checks.register(rlt_checks.check_eviction, checks.Tags.caches, deploy=True)
         if importlib.util.find_spec("drf_spectacular") is not None:
+            # drf-spectacular is optional: imported only when it is installed.
             from ratelimit_tiers import openapi  # noqa: F401 - registers the schema extension.
