@@ -1,3 +1,5 @@
+"""The app's HTTP answers: DRF exceptions with JSON bodies (also exports :mod:`ratelimit_tiers.errors`)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,18 +9,17 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, Throttled
 
 from ratelimit_tiers.algorithms import Decision
+from ratelimit_tiers.errors import CircuitOpen, RatelimitTiersError, StorageUnavailable
 
-
-class RatelimitTiersError(Exception):
-    """Base class of this app's errors."""
-
-
-class StorageUnavailable(RatelimitTiersError):
-    """The rate-limit store could not be reached or answered nonsense."""
-
-
-class CircuitOpen(StorageUnavailable):
-    """The store failed repeatedly and is being skipped for a cool-down (see ``breaker``)."""
+__all__ = [
+    "CircuitOpen",
+    "DatabaseUnavailable",
+    "RateLimited",
+    "RatelimitTiersError",
+    "StorageUnavailable",
+    "StoreUnavailable",
+    "Unavailable",
+]
 
 
 class RateLimited(Throttled):

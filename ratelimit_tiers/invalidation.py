@@ -17,13 +17,12 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import StorageUnavailable
+from ratelimit_tiers.errors import StorageUnavailable, wrap_errors
 from ratelimit_tiers.identity import identities
 from ratelimit_tiers.key_state import states
 from ratelimit_tiers.models import Account, APIKey, Tier, keys_changed
 from ratelimit_tiers.names import tier_key
 from ratelimit_tiers.storage import get_storage
-from ratelimit_tiers.storage.base import wrap_errors
 
 logger = logging.getLogger("ratelimit_tiers")
 

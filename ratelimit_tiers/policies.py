@@ -16,10 +16,9 @@ from django.core.cache import caches
 
 from ratelimit_tiers.algorithms import Rate
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import StorageUnavailable
+from ratelimit_tiers.errors import StorageUnavailable, wrap_errors
 from ratelimit_tiers.models import APIKey, Tier
 from ratelimit_tiers.names import ACTIVE, INACTIVE, REVOKED, UNKNOWN, KeyState, tier_key
-from ratelimit_tiers.storage.base import wrap_errors
 
 
 @dataclass(frozen=True)

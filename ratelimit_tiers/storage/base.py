@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES, Decision, Rate
-from ratelimit_tiers.exceptions import StorageUnavailable
+from ratelimit_tiers.errors import wrap_errors as wrap_errors  # Where the storages find it.
 from ratelimit_tiers.names import bucket_key
 from ratelimit_tiers.names import generation_key as generation_key  # Where redis.py finds it.
 
@@ -35,16 +34,6 @@ def new_generation() -> str:
 def stamp_ms(decision: Decision) -> int:
     """The store's clock when ``decision`` was taken, in integer milliseconds as the store wrote it."""
     return round(decision.now * 1000)
-
-
-@contextmanager
-def wrap_errors() -> Iterator[None]:
-    try:
-        yield
-    except StorageUnavailable:
-        raise
-    except Exception as exc:  # Backends raise anything: redis, pymemcache, OSError...
-        raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 class Storage(ABC):

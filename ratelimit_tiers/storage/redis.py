@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from ratelimit_tiers.algorithms import COUNTER, EXACT, READ, Decision, Rate
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import StorageUnavailable
+from ratelimit_tiers.errors import StorageUnavailable
 from ratelimit_tiers.names import ACTIVE, bucket_key, policy_key
 from ratelimit_tiers.policies import Policy, load_policy
 from ratelimit_tiers.storage import base
