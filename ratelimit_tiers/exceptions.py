@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
@@ -25,13 +26,15 @@ __all__ = [
 class RateLimited(Throttled):
     """429 whose JSON body says what the limit is and when to retry.
 
-    DRF's exception handler adds ``Retry-After`` from ``wait``.
+    DRF's exception handler adds ``Retry-After`` from ``wait``: the
+    decision's, or ``wait`` when longer (the longest of all the view's
+    throttles, in whole seconds).
     """
 
     default_code = "rate_limited"
 
-    def __init__(self, decision: Decision) -> None:
-        wait = decision.retry_after
+    def __init__(self, decision: Decision, wait: float | None = None) -> None:
+        seconds = decision.retry_after if wait is None else max(decision.retry_after, math.ceil(wait))
         # wait=None: DRF would append its own sentence to the detail.
         super().__init__(wait=None)
         # Set after __init__, which would turn the numbers into strings.
@@ -41,11 +44,11 @@ class RateLimited(Throttled):
             % {"limit": decision.limit, "window": decision.window},
             "limit": decision.limit,
             "window": decision.window,
-            "retry_after": wait,
+            "retry_after": seconds,
             "reset": decision.reset_at,
         }
         self.detail = body
-        self.wait = wait
+        self.wait = seconds
 
 
 class Unavailable(APIException):

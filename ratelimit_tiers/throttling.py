@@ -34,12 +34,17 @@ class TierRateThrottle(BaseThrottle):
     DELETE delete). Requests that did not authenticate with an API key are not
     this throttle's business. Every admitted request counts, whatever the
     view answers; a refused one does not, whichever throttle of the view
-    refused it. Over the limit it raises
-    :class:`~ratelimit_tiers.exceptions.RateLimited` (429 with ``Retry-After``
-    and a JSON body) at once, before throttles listed after it are asked; a
-    revoked, expired or unknown key gets 401, also when the store is down and
+    refused it. Over the limit it follows DRF's contract: ``allow_request``
+    returns ``False`` and :meth:`wait` says how long, so that DRF asks every
+    throttle of the view and calls ``view.throttled()`` with the longest wait;
+    the answer is :class:`~ratelimit_tiers.exceptions.RateLimited` (429 with
+    that ``Retry-After`` and a JSON body). A revoked, expired or unknown key
+    gets 401 (raised: no throttling decision), also when the store is down and
     the request fails open.
     """
+
+    #: The refusal :meth:`wait` answers for (DRF builds a throttle per request).
+    refused: Decision | None = None
 
     #: Refuses keys that cannot be used (revoked, expired...), so authentication need not check
     #: them itself: read by :class:`~ratelimit_tiers.authentication.APIKeyAuthentication`.
@@ -47,6 +52,7 @@ class TierRateThrottle(BaseThrottle):
 
     def allow_request(self, request: Request, view: Any) -> bool:
         identity = request.auth
+        self.refused = None
         if not isinstance(identity, KeyIdentity):
             return True
         storage, category = get_storage(), self.get_category(request, view)
@@ -68,12 +74,32 @@ class TierRateThrottle(BaseThrottle):
                 send_refused(type(self), request._request, identity.prefix, tier, category, decision, shadow)
                 if shadow:
                     return True  # Shadow mode: counted, logged and signalled, never refused.
-                raise RateLimited(decision)
+                return self.refuse(view, decision)
             check_quota(type(self), request._request, identity.prefix, category, decision)
             self.give_back_if_refused(view, request, identity.prefix, category, decision)
         except DatabaseError as exc:  # Loading a policy or a tier: a 503 to retry, not a 500.
             raise DatabaseUnavailable() from exc
         return True
+
+    def wait(self) -> float | None:
+        return None if self.refused is None else float(self.refused.retry_after)
+
+    def refuse(self, view: Any, decision: Decision) -> bool:
+        """Refuse the request: ``False``, and the view answers :class:`RateLimited` for it.
+
+        DRF's ``check_throttles`` asks the view's other throttles, then calls
+        ``view.throttled()`` once with the longest of their waits and ours:
+        the 429 carries this app's JSON body and that wait.
+        """
+        self.refused = decision
+        if getattr(view, "throttled", None) is None:
+            raise RateLimited(decision)  # Not a DRF view: no one collects the waits.
+
+        def throttled(drf_request: Request, wait: float | None) -> None:
+            raise RateLimited(decision, wait)
+
+        view.throttled = throttled
+        return False
 
     def give_back_if_refused(
         self, view: Any, request: Request, prefix: str, category: str, decision: Decision
