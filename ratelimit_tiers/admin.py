@@ -1,3 +1,5 @@
+"""The Django admin for tiers, accounts and keys: live usage, issuing, rotating and revoking keys."""
+
 from __future__ import annotations
 
 import math

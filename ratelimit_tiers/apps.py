@@ -1,3 +1,5 @@
+"""The app's configuration: connects the receivers and registers the system checks once models load."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,3 +1,5 @@
+"""Response headers (``X-RateLimit-*``, the IETF draft's fields) formatted from ``request.ratelimit``."""
+
 from __future__ import annotations
 
 import math

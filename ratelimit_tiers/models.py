@@ -1,3 +1,5 @@
+"""Tiers, accounts and API keys: the database rows everything else is resolved from."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar

@@ -1,3 +1,5 @@
+"""The throttle: counts each API-key request in the store and decides on it, shadow mode included."""
+
 from __future__ import annotations
 
 import logging
