@@ -1,3 +1,5 @@
+"""The Django admin for tiers, accounts and keys: live usage, issuing, rotating and revoking keys."""
+
 from __future__ import annotations
 
 import math
@@ -23,14 +25,16 @@ from django.views.decorators.debug import sensitive_variables
 from ratelimit_tiers.algorithms import CATEGORIES, EXACT_MAX_LIMIT, algorithm_for
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
-from ratelimit_tiers.models import KEY_ACTIVE, KEY_EXPIRED, KEY_REVOKED, KEY_ROTATING, Account, APIKey, Tier
+from ratelimit_tiers.models import Account, APIKey, Tier
+from ratelimit_tiers.names import KeyStatus
 from ratelimit_tiers.storage import get_storage
 
-STATUS_LABELS = {
-    KEY_ACTIVE: _("active"),
-    KEY_ROTATING: _("rotating"),
-    KEY_EXPIRED: _("expired"),
-    KEY_REVOKED: _("revoked"),
+#: By a key's status; also names the store's key states they share (``live_usage``).
+STATUS_LABELS: dict[str, Any] = {
+    KeyStatus.ACTIVE: _("active"),
+    KeyStatus.ROTATING: _("rotating"),
+    KeyStatus.EXPIRED: _("expired"),
+    KeyStatus.REVOKED: _("revoked"),
 }
 #: Attribute of the ``HttpRequest`` that carries a key added in the admin to its response.
 NEW_KEYS_ATTRIBUTE = "ratelimit_tiers_new_keys"
@@ -45,7 +49,12 @@ class NewKey:
     replaces: APIKey | None = None
 
 
-STATUS_COLORS = {KEY_ACTIVE: "#2e7d32", KEY_ROTATING: "#b26a00", KEY_EXPIRED: "#777", KEY_REVOKED: "#c62828"}
+STATUS_COLORS = {
+    KeyStatus.ACTIVE: "#2e7d32",
+    KeyStatus.ROTATING: "#b26a00",
+    KeyStatus.EXPIRED: "#777",
+    KeyStatus.REVOKED: "#c62828",
+}
 
 
 def live_usage(prefix: str) -> SafeString:
@@ -183,11 +192,11 @@ class StatusFilter(admin.SimpleListFilter):
         now = timezone.now()
         expired = Q(expires_at__isnull=False, expires_at__lte=now)
         live = Q(revoked=False) & ~expired
-        filters = {
-            KEY_REVOKED: Q(revoked=True),
-            KEY_EXPIRED: Q(revoked=False) & expired,
-            KEY_ROTATING: live & Q(rotated_to__isnull=False),
-            KEY_ACTIVE: live & Q(rotated_to__isnull=True),
+        filters: dict[str | None, Q] = {
+            KeyStatus.REVOKED: Q(revoked=True),
+            KeyStatus.EXPIRED: Q(revoked=False) & expired,
+            KeyStatus.ROTATING: live & Q(rotated_to__isnull=False),
+            KeyStatus.ACTIVE: live & Q(rotated_to__isnull=True),
         }
         value = self.value()
         return queryset.filter(filters[value]) if value in filters else queryset

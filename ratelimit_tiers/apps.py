@@ -1,3 +1,5 @@
+"""The app's configuration: connects the receivers and registers the system checks once models load."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,8 +15,10 @@ class RatelimitTiersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here, once the app registry is ready: Django imports this module while it
+        # populates the registry, before models can be imported (invalidation imports them).
         from ratelimit_tiers import checks as rlt_checks
-        from ratelimit_tiers import policies  # noqa: F401 - connects the eviction receivers.
+        from ratelimit_tiers import invalidation  # noqa: F401 - connects the receivers.
 
         checks.register(rlt_checks.check_settings)
         checks.register(rlt_checks.check_cache, checks.Tags.caches)
@@ -22,4 +26,5 @@ class RatelimitTiersConfig(AppConfig):
         checks.register(rlt_checks.check_surface_settings)
         checks.register(rlt_checks.check_eviction, checks.Tags.caches, deploy=True)
         if importlib.util.find_spec("drf_spectacular") is not None:
+            # drf-spectacular is optional: imported only when it is installed.
             from ratelimit_tiers import openapi  # noqa: F401 - registers the schema extension.

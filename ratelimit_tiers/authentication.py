@@ -1,141 +1,26 @@
+"""Who is asking: an API key in a header, checked against its hash (its state too, if no throttle does)."""
+
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
-from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from ratelimit_tiers import crypto, key_state
 from ratelimit_tiers.breaker import guarded
-from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import DatabaseUnavailable, StorageUnavailable
+from ratelimit_tiers.identity import AccountUser, KeyIdentity, identities
 from ratelimit_tiers.last_used import record as record_use
-from ratelimit_tiers.models import Account, APIKey
-from ratelimit_tiers.policies import ACTIVE
+from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.names import ACTIVE
+from ratelimit_tiers.refusals import MALFORMED_KEY, UNKNOWN_KEY, fail, refuse
 from ratelimit_tiers.storage import get_storage
 
 MAX_HEADER_LENGTH = 200
-
-MESSAGES = {
-    "malformed_key": _("Malformed API key."),
-    "unknown_key": _("Unknown API key."),
-    "revoked": _("This API key has been revoked."),
-    "expired": _("This API key has expired."),
-    "inactive": _("The account of this API key is disabled."),
-    "unknown": _("Unknown API key."),
-}
-
-
-@dataclass(frozen=True)
-class KeyIdentity:
-    """What a request authenticated with: ``request.auth``.
-
-    Built from immutable columns only (a key's prefix and hash never change),
-    so each process can keep it in memory; everything an operator can change
-    is checked against the store on every request.
-    """
-
-    key_id: int
-    prefix: str
-    hashed_secret: str = field(repr=False)
-    account_id: int
-    account_name: str
-
-
-@dataclass(frozen=True)
-class AccountUser:
-    """``request.user`` for API-key requests: the account, without a query."""
-
-    pk: int
-    name: str
-    is_authenticated: bool = True
-    is_anonymous: bool = False
-    is_active: bool = True
-    is_staff: bool = False
-    is_superuser: bool = False
-
-    def __str__(self) -> str:
-        return self.name
-
-
-#: Seconds a process trusts a key's cached identity (its account and the
-#: account's name) before reading it again: how long a change made elsewhere
-#: (another process, ``update()``, raw SQL) can go unseen. Saves and deletes
-#: in the same process drop the entries they affect at once.
-IDENTITY_TTL = 30.0
-
-
-class _IdentityCache:
-    """A small per-process LRU of :class:`KeyIdentity` by prefix; misses are not kept.
-
-    Entries expire after ``ttl`` seconds of ``clock`` (injectable for tests).
-    """
-
-    def __init__(
-        self, size: int = 10_000, ttl: float = IDENTITY_TTL, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.size, self.ttl, self.clock = size, ttl, clock
-        self._items: OrderedDict[str, tuple[float, KeyIdentity]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, prefix: str) -> KeyIdentity | None:
-        with self._lock:
-            item = self._items.get(prefix)
-            if item is None:
-                return None
-            if self.clock() >= item[0]:
-                del self._items[prefix]
-                return None
-            self._items.move_to_end(prefix)
-            return item[1]
-
-    def put(self, identity: KeyIdentity) -> None:
-        with self._lock:
-            self._items[identity.prefix] = (self.clock() + self.ttl, identity)
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def forget(self, prefix: str | None = None, account_id: int | None = None) -> None:
-        """Drop the identity of one key, or those of every key of an account."""
-        with self._lock:
-            if prefix is not None:
-                self._items.pop(prefix, None)
-            if account_id is not None:
-                for stale in [p for p, (_, i) in self._items.items() if i.account_id == account_id]:
-                    del self._items[stale]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-identities = _IdentityCache()
-
-
-@receiver([post_save, post_delete], sender=Account, dispatch_uid="rlt_identities_account")
-def _account_changed(instance: Account, **kwargs: Any) -> None:
-    identities.forget(account_id=instance.pk)  # Its name may have changed.
-
-
-@receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_identities_key")
-def _key_changed(instance: APIKey, **kwargs: Any) -> None:
-    identities.forget(prefix=instance.prefix)  # Its account may have changed.
-
-
-def fail(code: str) -> AuthenticationFailed:
-    return AuthenticationFailed({"code": code, "detail": MESSAGES[code]}, code=code)
 
 
 class APIKeyAuthentication(BaseAuthentication):
@@ -145,7 +30,8 @@ class APIKeyAuthentication(BaseAuthentication):
     any lookup; known keys are verified in constant time against the stored
     hash. Whether the key is still usable (revoked, expired, account disabled)
     is decided by :class:`~ratelimit_tiers.throttling.TierRateThrottle` in the
-    same store round trip as the count; views without it check here instead.
+    same store round trip as the count; views without it (without a throttle
+    whose class has a true ``checks_key_state``) check here instead.
     If the store fails and fails open, the key's state comes from the database
     (:mod:`~ratelimit_tiers.key_state`). If the database fails when a request
     needs it, the answer is :class:`~ratelimit_tiers.exceptions.DatabaseUnavailable`
@@ -159,13 +45,13 @@ class APIKeyAuthentication(BaseAuthentication):
             return None
         parts = crypto.split_key(raw)
         if parts is None:
-            raise refuse(request, fail("malformed_key"))
+            raise refuse(request, fail(MALFORMED_KEY))
         prefix, secret = parts
         try:
             identity = identities.get(prefix) or self._load(prefix)
             if identity is None or not crypto.verify_secret(secret, identity.hashed_secret):
-                raise refuse(request, fail("unknown_key"))
-            if not self._throttled_by_tier(request):
+                raise refuse(request, fail(UNKNOWN_KEY))
+            if not self._state_checked_by_throttle(request):
                 state = self._state(prefix)
                 if state != ACTIVE:
                     raise refuse(request, fail(state))
@@ -184,7 +70,7 @@ class APIKeyAuthentication(BaseAuthentication):
         if value is None:
             return None
         if len(value) > MAX_HEADER_LENGTH:
-            raise refuse(request, fail("malformed_key"))
+            raise refuse(request, fail(MALFORMED_KEY))
         keyword = conf.KEY_KEYWORD
         if keyword:
             scheme, _sep, value = value.strip().partition(" ")
@@ -215,10 +101,22 @@ class APIKeyAuthentication(BaseAuthentication):
             return key_state.without_store(prefix, exc)  # As the throttle does.
 
     @staticmethod
-    def _throttled_by_tier(request: Request) -> bool:
-        from ratelimit_tiers.throttling import TierRateThrottle
+    def _state_checked_by_throttle(request: Request) -> bool:
+        """Whether a throttle of the view checks the key's state, so that this need not.
 
+        Such a throttle class says so with a true ``checks_key_state``
+        (:class:`~ratelimit_tiers.throttling.TierRateThrottle` does), so this
+        module needs no import of the throttle. Reads the view's
+        ``throttle_classes`` without building throttles; a view that overrides
+        ``get_throttles`` is asked for its throttles instead, which it may pick
+        per request. (Not compared with ``APIView.get_throttles`` itself:
+        DRF imports authentication classes while ``rest_framework.views`` loads.)
+        """
         view: Any = (request.parser_context or {}).get("view")
         if view is None:
             return False
-        return any(isinstance(t, TierRateThrottle) for t in view.get_throttles())
+        if type(view).get_throttles.__module__ == "rest_framework.views":  # DRF's: the classes'.
+            classes = list(view.throttle_classes)
+        else:
+            classes = [type(throttle) for throttle in view.get_throttles()]
+        return any(getattr(cls, "checks_key_state", False) for cls in classes)

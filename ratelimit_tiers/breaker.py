@@ -4,7 +4,7 @@ A dead Redis answers in milliseconds (connection refused), but one that is
 unreachable costs a socket timeout on every request. After
 ``RATELIMIT_TIERS_BREAKER_FAILURES`` failures in a row the breaker opens:
 for ``RATELIMIT_TIERS_BREAKER_COOLDOWN`` seconds every call fails at once with
-:class:`~ratelimit_tiers.exceptions.CircuitOpen` (so the fail-open or
+:class:`~ratelimit_tiers.errors.CircuitOpen` (so the fail-open or
 fail-closed policy applies without touching the network). Then one request,
 the probe, is let through: success closes the breaker, failure opens it for
 another cool-down. Requests arriving while the probe is in flight are skipped.
@@ -37,7 +37,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import CircuitOpen, StorageUnavailable
+from ratelimit_tiers.errors import CircuitOpen, StorageUnavailable
 
 logger = logging.getLogger("ratelimit_tiers")
 

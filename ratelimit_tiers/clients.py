@@ -13,12 +13,8 @@ import ipaddress
 from typing import Any
 
 from django.views.decorators.debug import sensitive_variables
-from rest_framework.exceptions import APIException
 
-from ratelimit_tiers.algorithms import parse_rate
-from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import RateLimited, StorageUnavailable
 
 IPV6_PREFIX = 64
 UNKNOWN = "unknown"
@@ -65,27 +61,3 @@ def client_network(request: Any) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
     return UNKNOWN if address is None else str(address)
-
-
-def refuse(request: Any, exc: APIException) -> APIException:
-    """The error for a request whose API key cannot be used: ``exc`` (401), or 429.
-
-    Counts the request against its client network's ``INVALID_KEY_RATE``
-    bucket, which no real key's counter shares; once the network is over it,
-    the answer is :class:`RateLimited` with ``Retry-After``. If the store is
-    down the answer stays ``exc``.
-    """
-    text = conf.INVALID_KEY_RATE
-    if not text:
-        return exc
-    rate = parse_rate(text)
-    from ratelimit_tiers.storage import get_storage
-
-    name = f"ip:{client_network(request)}"
-    try:
-        decision = guarded(lambda: get_storage().hit_rate(name, rate))
-    except StorageUnavailable:
-        return exc
-    if decision is None or decision.allowed:
-        return exc
-    return RateLimited(decision)

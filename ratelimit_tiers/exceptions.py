@@ -1,5 +1,8 @@
+"""The app's HTTP answers: DRF exceptions with JSON bodies (also exports :mod:`ratelimit_tiers.errors`)."""
+
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
@@ -7,30 +10,31 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, Throttled
 
 from ratelimit_tiers.algorithms import Decision
+from ratelimit_tiers.errors import CircuitOpen, RatelimitTiersError, StorageUnavailable
 
-
-class RatelimitTiersError(Exception):
-    """Base class of this app's errors."""
-
-
-class StorageUnavailable(RatelimitTiersError):
-    """The rate-limit store could not be reached or answered nonsense."""
-
-
-class CircuitOpen(StorageUnavailable):
-    """The store failed repeatedly and is being skipped for a cool-down (see ``breaker``)."""
+__all__ = [
+    "CircuitOpen",
+    "DatabaseUnavailable",
+    "RateLimited",
+    "RatelimitTiersError",
+    "StorageUnavailable",
+    "StoreUnavailable",
+    "Unavailable",
+]
 
 
 class RateLimited(Throttled):
     """429 whose JSON body says what the limit is and when to retry.
 
-    DRF's exception handler adds ``Retry-After`` from ``wait``.
+    DRF's exception handler adds ``Retry-After`` from ``wait``: the
+    decision's, or ``wait`` when longer (the longest of all the view's
+    throttles, in whole seconds).
     """
 
     default_code = "rate_limited"
 
-    def __init__(self, decision: Decision) -> None:
-        wait = decision.retry_after
+    def __init__(self, decision: Decision, wait: float | None = None) -> None:
+        seconds = decision.retry_after if wait is None else max(decision.retry_after, math.ceil(wait))
         # wait=None: DRF would append its own sentence to the detail.
         super().__init__(wait=None)
         # Set after __init__, which would turn the numbers into strings.
@@ -40,11 +44,11 @@ class RateLimited(Throttled):
             % {"limit": decision.limit, "window": decision.window},
             "limit": decision.limit,
             "window": decision.window,
-            "retry_after": wait,
+            "retry_after": seconds,
             "reset": decision.reset_at,
         }
         self.detail = body
-        self.wait = wait
+        self.wait = seconds
 
 
 class Unavailable(APIException):

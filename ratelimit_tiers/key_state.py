@@ -7,7 +7,7 @@ expired, disabled or deleted key is still refused. :func:`state` reads the
 key's row and each process keeps the answer for :data:`TTL` seconds, so an
 outage costs one indexed query per key per process every few seconds, not
 one per request. Saving a key or an account drops this process's answers at
-once; other processes see the change within :data:`TTL` seconds.
+once (:mod:`~ratelimit_tiers.invalidation`); other processes see the change within :data:`TTL` seconds.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
-
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from typing import NamedTuple
 
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable, StoreUnavailable
-from ratelimit_tiers.models import Account, APIKey
-from ratelimit_tiers.policies import ACTIVE, EXPIRED, UNKNOWN, state_of
+from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.names import ACTIVE, EXPIRED, UNKNOWN
+from ratelimit_tiers.policies import state_of
 
 #: Seconds a process trusts a key's state read from the database.
 TTL = 5.0
@@ -98,9 +96,3 @@ def without_store(prefix: str, exc: StorageUnavailable) -> str:
     if not conf.FAIL_OPEN:
         raise StoreUnavailable() from exc
     return states.state(prefix)
-
-
-@receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_key_state_key")
-@receiver([post_save, post_delete], sender=Account, dispatch_uid="rlt_key_state_account")
-def _changed(**kwargs: Any) -> None:
-    states.clear()

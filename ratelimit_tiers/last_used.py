@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.names import used_key
 
 logger = logging.getLogger("ratelimit_tiers")
 
@@ -41,7 +42,7 @@ def record(key_id: int, prefix: str) -> None:
         _seen[prefix] = now
     try:
         # The shared marker makes it once a minute across processes, not once per process.
-        first = caches[conf.CACHE].add(f"rlt:{{{prefix}}}:used", 1, INTERVAL)
+        first = caches[conf.CACHE].add(used_key(prefix), 1, INTERVAL)
     except Exception:  # A store outage must not fail the request for a timestamp.
         return
     if not first:

@@ -1,3 +1,5 @@
+"""Response headers (``X-RateLimit-*``, the IETF draft's fields) formatted from ``request.ratelimit``."""
+
 from __future__ import annotations
 
 import math
@@ -7,9 +9,9 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
+from ratelimit_tiers import context
 from ratelimit_tiers.algorithms import Decision
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.throttling import CATEGORY_ATTRIBUTE, get_decision
 
 LIMIT = "X-RateLimit-Limit"
 REMAINING = "X-RateLimit-Remaining"
@@ -22,7 +24,8 @@ RATELIMIT = "RateLimit"
 class RateLimitHeadersMiddleware:
     """Adds ``X-RateLimit-*`` headers to responses of views a throttle decided on.
 
-    The throttle does the work; this only formats its decision, so headers
+    The throttle does the work; this only formats its decision
+    (``request.ratelimit``, see :mod:`~ratelimit_tiers.context`), so headers
     always agree with the decision taken. Sync and async capable.
     """
 
@@ -51,13 +54,14 @@ class RateLimitHeadersMiddleware:
 
 
 def add_headers(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
-    decision = get_decision(request)
-    if decision is not None:
+    attached = context.of(request)
+    if attached is not None:
+        decision = attached.decision
         response.headers[LIMIT] = str(decision.limit)
         response.headers[REMAINING] = str(decision.remaining)
         response.headers[RESET] = str(decision.reset_at)
         if conf.IETF_HEADERS:
-            add_ietf_headers(response, decision, getattr(request, CATEGORY_ATTRIBUTE, "default"))
+            add_ietf_headers(response, decision, attached.category)
     return response
 
 

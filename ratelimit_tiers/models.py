@@ -1,3 +1,5 @@
+"""Tiers, accounts and API keys: the database rows everything else is resolved from."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -12,17 +14,14 @@ from django.views.decorators.debug import sensitive_variables
 
 from ratelimit_tiers import crypto
 from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES
+from ratelimit_tiers.names import KeyStatus
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
-KEY_ACTIVE = "active"
-KEY_ROTATING = "rotating"
-KEY_EXPIRED = "expired"
-KEY_REVOKED = "revoked"
 
 #: Sent with ``prefixes`` by the writes of this module that bypass ``save()``
-#: (:meth:`APIKeyQuerySet.revoke`), so that ``policies`` evicts those keys.
+#: (:meth:`APIKeyQuerySet.revoke`), so that ``invalidation`` evicts those keys.
 keys_changed = Signal()
 
 ALGORITHM_CHOICES = [("", _("Default (RATELIMIT_TIERS_ALGORITHM)"))] + [(a, a) for a in ALGORITHMS]
@@ -180,15 +179,15 @@ class APIKey(models.Model):
         return self.expires_at is not None and self.expires_at <= timezone.now()
 
     @property
-    def status(self) -> str:
+    def status(self) -> KeyStatus:
         """``"revoked"``, ``"expired"``, ``"rotating"`` (replaced, in its grace period) or ``"active"``."""
         if self.revoked:
-            return KEY_REVOKED
+            return KeyStatus.REVOKED
         if self.has_expired:
-            return KEY_EXPIRED
+            return KeyStatus.EXPIRED
         if self.rotated_to_id is not None:
-            return KEY_ROTATING
-        return KEY_ACTIVE
+            return KeyStatus.ROTATING
+        return KeyStatus.ACTIVE
 
     @sensitive_variables("raw_key")
     def rotate(self, grace: timedelta) -> tuple[APIKey, str]:

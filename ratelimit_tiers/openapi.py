@@ -17,6 +17,7 @@ from drf_spectacular.plumbing import ResolvedComponent
 
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.middleware import LIMIT, POLICY, RATELIMIT, REMAINING, RESET
+from ratelimit_tiers.throttling import TierRateThrottle
 
 RETRY_AFTER = "Retry-After"
 
@@ -94,8 +95,6 @@ class AutoSchema(SpectacularAutoSchema):
         return operation
 
     def is_tier_throttled(self) -> bool:
-        from ratelimit_tiers.throttling import TierRateThrottle
-
         return any(isinstance(throttle, TierRateThrottle) for throttle in self.view.get_throttles())
 
     def header(self, name: str) -> dict[str, Any]:

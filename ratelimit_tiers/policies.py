@@ -3,33 +3,22 @@
 A :class:`Policy` flattens key -> account -> tier into the few numbers the
 limiter needs. It lives next to the key's counters, so a check reads it in the
 same round trip as it counts; saving a tier, an account or a key evicts the
-policies it affects, so every worker sees the change on its next request.
+policies it affects (:mod:`~ratelimit_tiers.invalidation`), so every worker
+sees the change on its next request.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from django.db import transaction
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.core.cache import caches
 
 from ratelimit_tiers.algorithms import Rate
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import StorageUnavailable
-from ratelimit_tiers.models import Account, APIKey, Tier, keys_changed
-from ratelimit_tiers.storage.base import wrap_errors
-
-logger = logging.getLogger("ratelimit_tiers")
-
-ACTIVE = "active"
-REVOKED = "revoked"
-EXPIRED = "expired"
-INACTIVE = "inactive"
-UNKNOWN = "unknown"
+from ratelimit_tiers.errors import StorageUnavailable, wrap_errors
+from ratelimit_tiers.models import APIKey, Tier
+from ratelimit_tiers.names import ACTIVE, INACTIVE, REVOKED, UNKNOWN, KeyState, tier_key
 
 
 @dataclass(frozen=True)
@@ -72,7 +61,7 @@ def load_policy(prefix: str) -> Policy:
     )
 
 
-def state_of(*, revoked: bool, account_active: bool) -> str:
+def state_of(*, revoked: bool, account_active: bool) -> KeyState:
     """A key's state from its row, before its expiry (which the checks compare with their clock)."""
     if revoked:
         return REVOKED
@@ -81,46 +70,12 @@ def state_of(*, revoked: bool, account_active: bool) -> str:
     return ACTIVE
 
 
-def evict(prefixes: Iterable[str]) -> None:
-    """Drop cached policies now and again once the transaction commits.
-
-    A request racing the save may reload the old row before the commit and
-    cache it again; the second eviction removes that stale copy. Each eviction
-    also gives the keys a new generation, so a load that read the row before
-    it can never install its policy after it (see ``Storage.forget``).
-    """
-    prefixes = list(prefixes)
-    if prefixes:
-        _forget(prefixes)
-        transaction.on_commit(lambda: _forget(prefixes))
-
-
-def _forget(prefixes: list[str]) -> None:
-    from django.core.cache import caches
-
-    from ratelimit_tiers.storage import get_storage
-
-    try:
-        get_storage().forget(prefixes)
-        with wrap_errors():
-            caches[conf.CACHE].delete_many([tier_key(p) for p in prefixes])
-    except StorageUnavailable as exc:
-        # The save itself must not fail; stale policies expire after POLICY_TIMEOUT.
-        logger.warning("Could not evict %d rate-limit policies: %s", len(prefixes), exc)
-
-
-def tier_key(prefix: str) -> str:
-    return f"rlt:{{{prefix}}}:tier"
-
-
 def tier_of(prefix: str) -> tuple[str, bool]:
     """The key's tier name and shadow flag, for refusals and signals only (never the hot path).
 
     Kept in the store beside the policy and evicted with it; if the store
     fails, read from the database instead.
     """
-    from django.core.cache import caches
-
     cache = caches[conf.CACHE]
     try:
         with wrap_errors():
@@ -137,23 +92,3 @@ def tier_of(prefix: str) -> tuple[str, bool]:
     except StorageUnavailable:
         pass
     return info
-
-
-@receiver([post_save, post_delete], sender=Tier, dispatch_uid="rlt_evict_tier")
-def _tier_changed(instance: Tier, **kwargs: Any) -> None:
-    evict(APIKey.objects.filter(account__tier_id=instance.pk).values_list("prefix", flat=True))
-
-
-@receiver([post_save, post_delete], sender=Account, dispatch_uid="rlt_evict_account")
-def _account_changed(instance: Account, **kwargs: Any) -> None:
-    evict(APIKey.objects.filter(account_id=instance.pk).values_list("prefix", flat=True))
-
-
-@receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_evict_key")
-def _key_changed(instance: APIKey, **kwargs: Any) -> None:
-    evict([instance.prefix])
-
-
-@receiver(keys_changed, dispatch_uid="rlt_evict_keys")
-def _keys_changed(prefixes: list[str], **kwargs: Any) -> None:
-    evict(prefixes)

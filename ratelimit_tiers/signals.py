@@ -1,5 +1,7 @@
 """Signals for metrics and alerts, and the structured log lines sent with them.
 
+They report what the throttle decided, shadow mode included; they decide nothing.
+
 Both are sent by :class:`~ratelimit_tiers.throttling.TierRateThrottle` with
 ``sender=TierRateThrottle`` and these keyword arguments:
 
@@ -32,10 +34,10 @@ request_throttled = Signal()
 quota_low = Signal()
 
 
-def send_refused(sender: type, request: Any, prefix: str, category: str, decision: Decision) -> bool:
-    """Log and signal a refusal; return ``True`` when shadow mode admits the request anyway."""
-    tier, tier_shadow = tier_of(prefix)
-    shadow = bool(conf.SHADOW or tier_shadow)
+def send_refused(
+    sender: type, request: Any, prefix: str, tier: str, category: str, decision: Decision, shadow: bool
+) -> None:
+    """Log and signal a refusal, or one that shadow mode turned into an admission (``shadow``)."""
     fields = _fields(prefix, tier, category, decision)
     fields["shadow"] = shadow
     logger.info(
@@ -52,7 +54,6 @@ def send_refused(sender: type, request: Any, prefix: str, category: str, decisio
     request_throttled.send(
         sender, request=request, prefix=prefix, tier=tier, category=category, decision=decision, shadow=shadow
     )
-    return shadow
 
 
 def check_quota(sender: type, request: Any, prefix: str, category: str, decision: Decision) -> None:

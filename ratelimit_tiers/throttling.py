@@ -1,30 +1,29 @@
+"""The throttle: counts each API-key request in the store and decides on it, shadow mode included."""
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import DatabaseError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from ratelimit_tiers import key_state
+from ratelimit_tiers import context, key_state
 from ratelimit_tiers.algorithms import METHOD_CATEGORIES, READ, Decision
-from ratelimit_tiers.authentication import KeyIdentity, fail
 from ratelimit_tiers.breaker import guarded
-from ratelimit_tiers.clients import refuse
 from ratelimit_tiers.conf import conf
+from ratelimit_tiers.context import RateLimitContext
 from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable
-from ratelimit_tiers.policies import ACTIVE
+from ratelimit_tiers.identity import KeyIdentity
+from ratelimit_tiers.names import ACTIVE
+from ratelimit_tiers.policies import tier_of
+from ratelimit_tiers.refusals import fail, refuse
 from ratelimit_tiers.signals import check_quota, send_refused
 from ratelimit_tiers.storage import Outcome, get_storage
 
 logger = logging.getLogger("ratelimit_tiers")
-
-#: Attribute of the Django ``HttpRequest`` holding the :class:`Decision` for the middleware.
-REQUEST_ATTRIBUTE = "ratelimit"
-#: Attribute of the Django ``HttpRequest`` holding the decision's endpoint category.
-CATEGORY_ATTRIBUTE = "ratelimit_category"
 
 _last_outage_log = 0.0
 
@@ -37,15 +36,25 @@ class TierRateThrottle(BaseThrottle):
     DELETE delete). Requests that did not authenticate with an API key are not
     this throttle's business. Every admitted request counts, whatever the
     view answers; a refused one does not, whichever throttle of the view
-    refused it. Over the limit it raises
-    :class:`~ratelimit_tiers.exceptions.RateLimited` (429 with ``Retry-After``
-    and a JSON body) at once, before throttles listed after it are asked; a
-    revoked, expired or unknown key gets 401, also when the store is down and
+    refused it. Over the limit it follows DRF's contract: ``allow_request``
+    returns ``False`` and :meth:`wait` says how long, so that DRF asks every
+    throttle of the view and calls ``view.throttled()`` with the longest wait;
+    the answer is :class:`~ratelimit_tiers.exceptions.RateLimited` (429 with
+    that ``Retry-After`` and a JSON body). A revoked, expired or unknown key
+    gets 401 (raised: no throttling decision), also when the store is down and
     the request fails open.
     """
 
+    #: The refusal :meth:`wait` answers for (DRF builds a throttle per request).
+    refused: Decision | None = None
+
+    #: Refuses keys that cannot be used (revoked, expired...), so authentication need not check
+    #: them itself: read by :class:`~ratelimit_tiers.authentication.APIKeyAuthentication`.
+    checks_key_state: ClassVar[bool] = True
+
     def allow_request(self, request: Request, view: Any) -> bool:
         identity = request.auth
+        self.refused = None
         if not isinstance(identity, KeyIdentity):
             return True
         storage, category = get_storage(), self.get_category(request, view)
@@ -60,17 +69,39 @@ class TierRateThrottle(BaseThrottle):
             decision = outcome.decision
             if decision is None:
                 return True  # Failed open: admitted, not counted.
-            setattr(request._request, REQUEST_ATTRIBUTE, decision)
-            setattr(request._request, CATEGORY_ATTRIBUTE, category)
+            context.attach(request._request, RateLimitContext(decision, category))
             if not decision.allowed:
-                if send_refused(type(self), request._request, identity.prefix, category, decision):
+                tier, tier_shadow = tier_of(identity.prefix)
+                shadow = bool(conf.SHADOW or tier_shadow)
+                send_refused(type(self), request._request, identity.prefix, tier, category, decision, shadow)
+                if shadow:
                     return True  # Shadow mode: counted, logged and signalled, never refused.
-                raise RateLimited(decision)
+                return self.refuse(view, decision)
             check_quota(type(self), request._request, identity.prefix, category, decision)
             self.give_back_if_refused(view, request, identity.prefix, category, decision)
         except DatabaseError as exc:  # Loading a policy or a tier: a 503 to retry, not a 500.
             raise DatabaseUnavailable() from exc
         return True
+
+    def wait(self) -> float | None:
+        return None if self.refused is None else float(self.refused.retry_after)
+
+    def refuse(self, view: Any, decision: Decision) -> bool:
+        """Refuse the request: ``False``, and the view answers :class:`RateLimited` for it.
+
+        DRF's ``check_throttles`` asks the view's other throttles, then calls
+        ``view.throttled()`` once with the longest of their waits and ours:
+        the 429 carries this app's JSON body and that wait.
+        """
+        self.refused = decision
+        if getattr(view, "throttled", None) is None:
+            raise RateLimited(decision)  # Not a DRF view: no one collects the waits.
+
+        def throttled(drf_request: Request, wait: float | None) -> None:
+            raise RateLimited(decision, wait)
+
+        view.throttled = throttled
+        return False
 
     def give_back_if_refused(
         self, view: Any, request: Request, prefix: str, category: str, decision: Decision
@@ -88,8 +119,9 @@ class TierRateThrottle(BaseThrottle):
             return
 
         def refused(drf_request: Request, wait: float | None) -> None:
-            if getattr(request._request, REQUEST_ATTRIBUTE, None) is decision:
-                delattr(request._request, REQUEST_ATTRIBUTE)
+            attached = context.of(request._request)
+            if attached is not None and attached.decision is decision:
+                context.detach(request._request)
                 try:
                     guarded(get_storage().give_back, prefix, category, decision)
                 except StorageUnavailable as exc:
@@ -120,8 +152,3 @@ class TierRateThrottle(BaseThrottle):
                 "open" if conf.FAIL_OPEN else "closed",
             )
         return key_state.without_store(prefix, exc)
-
-
-def get_decision(request: Any) -> Decision | None:
-    """The decision a throttle attached to this ``HttpRequest``, if any."""
-    return getattr(request, REQUEST_ATTRIBUTE, None)

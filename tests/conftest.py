@@ -13,7 +13,7 @@ from redis import Redis
 from rest_framework.test import APIClient
 
 from ratelimit_tiers import breaker
-from ratelimit_tiers.authentication import identities
+from ratelimit_tiers.identity import identities
 from ratelimit_tiers.models import Account, APIKey, Tier
 from tests import postgres
 

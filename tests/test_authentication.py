@@ -108,7 +108,7 @@ def whoami(raw_key):
 
 
 def test_identity_cache_entries_expire(account, raw_key, monkeypatch):
-    from ratelimit_tiers.authentication import IDENTITY_TTL, identities
+    from ratelimit_tiers.identity import IDENTITY_TTL, identities
 
     now = [1000.0]
     monkeypatch.setattr(identities, "clock", lambda: now[0])
@@ -134,3 +134,54 @@ def test_saves_in_this_process_refresh_identities_at_once(account, raw_key):
     key.account = other
     key.save()
     assert whoami(raw_key) == ("globex", other.pk)
+
+
+def test_authentication_reads_the_throttle_classes_without_building_throttles(api):
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    from ratelimit_tiers.authentication import APIKeyAuthentication
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    built = []
+
+    class CountedThrottle(TierRateThrottle):
+        def __init__(self):
+            built.append(self)
+
+    class Throttled(APIView):
+        authentication_classes = [APIKeyAuthentication]
+        throttle_classes = [CountedThrottle]
+
+        def get(self, request):
+            return Response({})
+
+    header = api._credentials["HTTP_AUTHORIZATION"]
+    assert Throttled.as_view()(APIRequestFactory().get("/", HTTP_AUTHORIZATION=header)).status_code == 200
+    assert len(built) == 1  # DRF's check_throttles builds it; authentication only read the class.
+
+
+def test_a_view_that_picks_its_throttles_is_asked_for_them(api):
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    from ratelimit_tiers.authentication import APIKeyAuthentication
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    class DropsTheTierThrottle(APIView):
+        authentication_classes = [APIKeyAuthentication]
+        throttle_classes = [TierRateThrottle]
+
+        def get_throttles(self):
+            return []  # So no throttle checks the key: authentication must.
+
+        def get(self, request):
+            return Response({})
+
+    header = api._credentials["HTTP_AUTHORIZATION"]
+    APIKey.objects.all().revoke()
+    response = DropsTheTierThrottle.as_view()(APIRequestFactory().get("/", HTTP_AUTHORIZATION=header))
+    assert response.status_code == 401
+    assert response.data["code"] == "revoked"

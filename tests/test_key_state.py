@@ -16,7 +16,7 @@ from ratelimit_tiers import key_state
 from ratelimit_tiers.breaker import get_breaker
 from ratelimit_tiers.key_state import TTL, KeyStates
 from ratelimit_tiers.models import Account, APIKey
-from ratelimit_tiers.policies import ACTIVE, EXPIRED, INACTIVE, REVOKED, UNKNOWN
+from ratelimit_tiers.names import ACTIVE, EXPIRED, INACTIVE, REVOKED, UNKNOWN
 from tests.conftest import RedisServer
 from tests.processes import FAIL_OPEN_SETTINGS, ProjectServer, request
 

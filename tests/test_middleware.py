@@ -9,8 +9,8 @@ from django.http import HttpResponse
 from django.test import AsyncRequestFactory, RequestFactory
 
 from ratelimit_tiers.algorithms import Decision
+from ratelimit_tiers.context import RateLimitContext
 from ratelimit_tiers.middleware import RateLimitHeadersMiddleware, add_ietf_headers, sf_string
-from ratelimit_tiers.throttling import CATEGORY_ATTRIBUTE, REQUEST_ATTRIBUTE
 
 URL = "/api/items/"
 # draft-ietf-httpapi-ratelimit-headers-10: a List of Items, each a String with Integer parameters.
@@ -22,8 +22,7 @@ REFUSED = Decision(allowed=False, limit=60, window=60, remaining=0, reset_after=
 
 
 def decided(request, decision, category="read"):
-    setattr(request, REQUEST_ATTRIBUTE, decision)
-    setattr(request, CATEGORY_ATTRIBUTE, category)
+    request.ratelimit = RateLimitContext(decision, category)
     return request
 
 
@@ -95,6 +94,14 @@ def test_ietf_headers_agree_with_the_legacy_ones_end_to_end(api, free_tier, sett
     written = api.post(URL, {"name": "x"}, format="json")
     assert written["RateLimit-Policy"] == '"write";q=5;w=60'
     assert RATELIMIT_RE.match(written["RateLimit"])["r"] == "4"
+
+
+def test_the_throttle_attaches_one_typed_context_to_the_request(api):
+    response = api.post(URL, {"name": "x"}, format="json")
+    context = response.wsgi_request.ratelimit
+    assert isinstance(context, RateLimitContext)
+    assert context.category == "write"
+    assert str(context.decision.remaining) == response["X-RateLimit-Remaining"]
 
 
 def test_sf_string_escapes_and_never_fails():

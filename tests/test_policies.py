@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ratelimit_tiers import policies
+from ratelimit_tiers import invalidation
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
@@ -58,7 +58,7 @@ def test_a_load_that_raced_a_revocation_is_not_installed(backend, raw_key, monke
 def test_a_policy_that_changes_at_every_load_gives_up(backend, raw_key, monkeypatch):
     prefix = raw_key.split(".")[0]
     storage = get_storage()
-    states = patch_load(monkeypatch, storage, lambda attempt: policies.evict([prefix]))
+    states = patch_load(monkeypatch, storage, lambda attempt: invalidation.evict([prefix]))
     with pytest.raises(StorageUnavailable, match="changed during each of"):
         storage.hit(prefix, "read")
     assert len(states) == INSTALL_ATTEMPTS

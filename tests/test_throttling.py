@@ -338,3 +338,52 @@ def test_requests_another_throttle_refuses_cost_no_tier_quota(
         assert not [h for h in refused.headers if h.startswith("X-RateLimit")]
     # The seven refusals cost the key's tier quota nothing.
     assert get_storage().peek(key.prefix, "read").decision.remaining == 57
+
+
+@pytest.mark.parametrize("tier_first", [True, False], ids=["tier-first", "drf-first"])
+def test_a_tier_refusal_waits_for_the_longest_throttle_of_the_view(backend, account, free_tier, tier_first):
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.throttling import BaseThrottle
+    from rest_framework.views import APIView
+
+    from ratelimit_tiers.authentication import APIKeyAuthentication
+    from ratelimit_tiers.middleware import RateLimitHeadersMiddleware
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    free_tier.limit = 1
+    free_tier.save()
+
+    class SecondRequestWaitsFiveMinutes(BaseThrottle):
+        calls = 0
+
+        def allow_request(self, request, view):
+            type(self).calls += 1
+            return type(self).calls == 1
+
+        def wait(self):
+            return 299.5
+
+    class Combined(APIView):
+        authentication_classes = [APIKeyAuthentication]
+        throttle_classes = (
+            [TierRateThrottle, SecondRequestWaitsFiveMinutes]
+            if tier_first
+            else [SecondRequestWaitsFiveMinutes, TierRateThrottle]
+        )
+
+        def get(self, request):
+            return Response({})
+
+    _key, raw_key = APIKey.objects.create_key(account=account, name="combined")
+    view = RateLimitHeadersMiddleware(Combined.as_view())
+    first, refused = (
+        view(APIRequestFactory().get("/", HTTP_AUTHORIZATION=f"Api-Key {raw_key}")) for _ in range(2)
+    )
+    assert (first.status_code, refused.status_code) == (200, 429)
+    # DRF asked both throttles (DRF's contract), and the 429 says the longest wait, in this app's body.
+    assert SecondRequestWaitsFiveMinutes.calls == 2
+    assert refused["Retry-After"] == "300"
+    assert refused.data["code"] == "rate_limited"
+    assert refused.data["retry_after"] == 300
+    assert refused["X-RateLimit-Remaining"] == "0"

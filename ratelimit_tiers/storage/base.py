@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ratelimit_tiers.algorithms import CATEGORIES, Decision, Rate
-from ratelimit_tiers.exceptions import StorageUnavailable
+from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES, Decision, Rate
+from ratelimit_tiers.errors import wrap_errors as wrap_errors  # Where the storages find it.
+from ratelimit_tiers.names import bucket_key
+from ratelimit_tiers.names import generation_key as generation_key  # Where redis.py finds it.
 
 
 @dataclass(frozen=True)
@@ -16,16 +17,6 @@ class Outcome:
 
     state: str
     decision: Decision | None = None
-
-
-def policy_key(prefix: str) -> str:
-    # The braces are a Redis Cluster hash tag: one key's policy and counters
-    # share a slot, so one script can touch them all.
-    return f"rlt:{{{prefix}}}:policy"
-
-
-def generation_key(prefix: str) -> str:
-    return f"rlt:{{{prefix}}}:gen"
 
 
 #: Seconds a policy generation outlives the eviction that set it: far longer
@@ -40,23 +31,9 @@ def new_generation() -> str:
     return secrets.token_hex(8)
 
 
-def bucket_key(prefix: str, category: str, algorithm: str) -> str:
-    return f"rlt:{{{prefix}}}:{category}:{algorithm}"
-
-
 def stamp_ms(decision: Decision) -> int:
     """The store's clock when ``decision`` was taken, in integer milliseconds as the store wrote it."""
     return round(decision.now * 1000)
-
-
-@contextmanager
-def wrap_errors() -> Iterator[None]:
-    try:
-        yield
-    except StorageUnavailable:
-        raise
-    except Exception as exc:  # Backends raise anything: redis, pymemcache, OSError...
-        raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 class Storage(ABC):
@@ -109,6 +86,4 @@ class Storage(ABC):
         return None
 
     def bucket_keys(self, prefix: str) -> list[str]:
-        from ratelimit_tiers.algorithms import ALGORITHMS
-
         return [bucket_key(prefix, c, a) for c in CATEGORIES for a in ALGORITHMS]

@@ -8,17 +8,15 @@ from django.core.cache import BaseCache, caches
 
 from ratelimit_tiers.algorithms import COUNTER, READ, Decision, Rate, counter_decide
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import StorageUnavailable
-from ratelimit_tiers.policies import ACTIVE, EXPIRED, Policy, load_policy
+from ratelimit_tiers.errors import StorageUnavailable
+from ratelimit_tiers.names import ACTIVE, EXPIRED, bucket_key, generation_key, policy_key
+from ratelimit_tiers.policies import Policy, load_policy
 from ratelimit_tiers.storage.base import (
     GENERATION_TIMEOUT,
     INSTALL_ATTEMPTS,
     Outcome,
     Storage,
-    bucket_key,
-    generation_key,
     new_generation,
-    policy_key,
     stamp_ms,
     wrap_errors,
 )

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from ratelimit_tiers.algorithms import Decision, Rate
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import StorageUnavailable
+from ratelimit_tiers.errors import StorageUnavailable
 from ratelimit_tiers.storage.base import Outcome, Storage
 
 logger = logging.getLogger("ratelimit_tiers")

@@ -15,11 +15,12 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from ratelimit_tiers.algorithms import COUNTER, EXACT, READ, Decision, Rate
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.exceptions import StorageUnavailable
-from ratelimit_tiers.policies import ACTIVE, Policy, load_policy
+from ratelimit_tiers.errors import StorageUnavailable
+from ratelimit_tiers.names import ACTIVE, bucket_key, policy_key
+from ratelimit_tiers.policies import Policy, load_policy
 from ratelimit_tiers.storage import base
 from ratelimit_tiers.storage.backends import redis_client
-from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_key, wrap_errors
+from ratelimit_tiers.storage.base import Outcome, Storage, wrap_errors
 from ratelimit_tiers.storage.eviction import warn_if_evicting
 
 SCRIPT = (Path(__file__).parent / "scripts" / "hit.lua").read_bytes()

@@ -1,0 +1,41 @@
+"""What the throttle decided about a request, on the request for what comes after: ``request.ratelimit``.
+
+As ``django-htmx`` attaches ``request.htmx``: one typed object, set by
+:class:`~ratelimit_tiers.throttling.TierRateThrottle` on the Django
+``HttpRequest`` and read by the middleware, which so needs no import of the
+throttle. Absent when no throttle of this app decided (no API key, a view
+without the throttle, failing open).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ratelimit_tiers.algorithms import Decision
+
+#: The attribute of the Django ``HttpRequest`` that holds the :class:`RateLimitContext`.
+ATTRIBUTE = "ratelimit"
+
+
+@dataclass(frozen=True)
+class RateLimitContext:
+    """The decision on a request and the endpoint category it was counted in."""
+
+    decision: Decision
+    category: str
+
+
+def attach(request: Any, context: RateLimitContext) -> None:
+    setattr(request, ATTRIBUTE, context)
+
+
+def detach(request: Any) -> None:
+    if hasattr(request, ATTRIBUTE):
+        delattr(request, ATTRIBUTE)
+
+
+def of(request: Any) -> RateLimitContext | None:
+    """The context the throttle attached to this Django ``HttpRequest``, if any."""
+    context = getattr(request, ATTRIBUTE, None)
+    return context if isinstance(context, RateLimitContext) else None

@@ -1,0 +1,87 @@
+"""What a change to a tier, an account or a key invalidates, and the receivers that drop it.
+
+Everything kept about keys outside the database: the policies in the store
+(in every process at once), and each process's memory of key identities and
+key states. Connected by ``RatelimitTiersConfig.ready``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.cache import caches
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from ratelimit_tiers.conf import conf
+from ratelimit_tiers.errors import StorageUnavailable, wrap_errors
+from ratelimit_tiers.identity import identities
+from ratelimit_tiers.key_state import states
+from ratelimit_tiers.models import Account, APIKey, Tier, keys_changed
+from ratelimit_tiers.names import tier_key
+from ratelimit_tiers.storage import get_storage
+
+logger = logging.getLogger("ratelimit_tiers")
+
+
+def evict(prefixes: Iterable[str]) -> None:
+    """Drop cached policies now and again once the transaction commits.
+
+    A request racing the save may reload the old row before the commit and
+    cache it again; the second eviction removes that stale copy. Each eviction
+    also gives the keys a new generation, so a load that read the row before
+    it can never install its policy after it (see ``Storage.forget``).
+    """
+    prefixes = list(prefixes)
+    if prefixes:
+        _forget(prefixes)
+        transaction.on_commit(lambda: _forget(prefixes))
+
+
+def _forget(prefixes: list[str]) -> None:
+    try:
+        get_storage().forget(prefixes)
+        with wrap_errors():
+            caches[conf.CACHE].delete_many([tier_key(p) for p in prefixes])
+    except StorageUnavailable as exc:
+        # The save itself must not fail; stale policies expire after POLICY_TIMEOUT.
+        logger.warning("Could not evict %d rate-limit policies: %s", len(prefixes), exc)
+
+
+@receiver([post_save, post_delete], sender=Tier, dispatch_uid="rlt_evict_tier")
+def _tier_changed(instance: Tier, **kwargs: Any) -> None:
+    evict(APIKey.objects.filter(account__tier_id=instance.pk).values_list("prefix", flat=True))
+
+
+@receiver([post_save, post_delete], sender=Account, dispatch_uid="rlt_evict_account")
+def _account_changed(instance: Account, **kwargs: Any) -> None:
+    evict(APIKey.objects.filter(account_id=instance.pk).values_list("prefix", flat=True))
+
+
+@receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_evict_key")
+def _key_changed(instance: APIKey, **kwargs: Any) -> None:
+    evict([instance.prefix])
+
+
+@receiver(keys_changed, dispatch_uid="rlt_evict_keys")
+def _keys_changed(prefixes: list[str], **kwargs: Any) -> None:
+    evict(prefixes)
+
+
+@receiver([post_save, post_delete], sender=Account, dispatch_uid="rlt_identities_account")
+def _account_identities(instance: Account, **kwargs: Any) -> None:
+    identities.forget(account_id=instance.pk)  # Its name may have changed.
+
+
+@receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_identities_key")
+def _key_identity(instance: APIKey, **kwargs: Any) -> None:
+    identities.forget(prefix=instance.prefix)  # Its account may have changed.
+
+
+@receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_key_state_key")
+@receiver([post_save, post_delete], sender=Account, dispatch_uid="rlt_key_state_account")
+def _key_states(**kwargs: Any) -> None:
+    states.clear()

@@ -1,0 +1,79 @@
+"""The Lua scripts speak the vocabulary of ``ratelimit_tiers.names``: no literal the Python does not know."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ratelimit_tiers import names
+from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES
+from ratelimit_tiers.names import KeyState, KeyStatus
+from ratelimit_tiers.policies import Policy
+
+SCRIPTS = sorted((Path(names.__file__).parent / "storage" / "scripts").rglob("*.lua"))
+# A string literal, or a comment (skipped: prose may quote anything).
+TOKEN = re.compile(r'"((?:\\.|[^"\\\n])*)"|\'((?:\\.|[^\'\\\n])*)\'|--\[\[.*?\]\]|--[^\n]*', re.DOTALL)
+REPLY = re.compile(r'\breturn\s+"(\w*)')
+
+#: Field names of the counter layout's hash (KEYS[3] of hit.lua): window index, current, previous.
+COUNTER_FIELDS = {"w", "c", "p"}
+
+
+def literals(source: str) -> set[str]:
+    found = set()
+    for match in TOKEN.finditer(source):
+        if match.group(1) is not None or match.group(2) is not None:
+            found.add(match.group(1) if match.group(1) is not None else match.group(2))
+    return found
+
+
+def known(literal: str) -> bool:
+    word = literal.strip()
+    return (
+        word in {s.value for s in KeyState}
+        or word == names.MISS
+        or word in Policy(KeyState.ACTIVE).to_fields()
+        or word in CATEGORIES
+        or word in ALGORITHMS
+        or word in COUNTER_FIELDS
+        or re.fullmatch(r"[A-Z]+", word) is not None  # A Redis command or option.
+        or re.fullmatch(r"u48|#\d*", word) is not None  # BITFIELD's type and offsets.
+        or re.fullmatch(r"[01]?|\\0|(%d ?)+", word) is not None  # Flags, padding, the reply's format.
+    )
+
+
+def test_the_scripts_exist():
+    assert {path.name for path in SCRIPTS} >= {"hit.lua", "give_back.lua"}
+
+
+def test_every_literal_of_the_scripts_is_a_known_name():
+    for path in SCRIPTS:
+        unknown = sorted(word for word in literals(path.read_text()) if not known(word))
+        assert unknown == [], f"{path.name}: literals that are no name of ratelimit_tiers.names"
+
+
+def test_the_scripts_reply_with_key_states():
+    replies = {word for path in SCRIPTS for word in REPLY.findall(path.read_text()) if word}
+    assert replies  # "active" is never a reply; "expired" and the miss are.
+    assert replies <= {s.value for s in KeyState} | {names.MISS}
+
+
+def test_key_states_are_strings_the_store_can_hold():
+    assert KeyState.REVOKED == "revoked"
+    assert str(KeyState.EXPIRED) == f"{KeyState.EXPIRED}" == "expired"
+    assert KeyState("inactive") is KeyState.INACTIVE
+
+
+def test_a_status_shared_with_the_key_states_means_the_same():
+    shared = {s.name for s in KeyStatus} & {s.name for s in KeyState}
+    assert shared == {"ACTIVE", "EXPIRED", "REVOKED"}
+    assert all(KeyStatus[name].value == KeyState[name].value for name in shared)
+
+
+def test_store_key_names():
+    assert names.policy_key("abc") == "rlt:{abc}:policy"
+    assert names.generation_key("abc") == "rlt:{abc}:gen"
+    assert names.bucket_key("abc", "read", "exact") == "rlt:{abc}:read:exact"
+    assert names.tier_key("abc") == "rlt:{abc}:tier"
+    assert names.used_key("abc") == "rlt:{abc}:used"
+    assert names.client_bucket("10.0.0.1") == "ip:10.0.0.1"
