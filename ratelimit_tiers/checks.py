@@ -99,7 +99,7 @@ def _check_resilience_settings() -> list[CheckMessage]:
     if not (cluster is None or isinstance(cluster, (str, dict))):
         error(14, "RATELIMIT_TIERS_REDIS_CLUSTER must be a URL, a dict or None.", 'E.g. "redis://node:6379".')
     elif cluster is None and conf.STORAGE == CLUSTER_STORAGE_PATH:
-        error(14, "RedisClusterStorage needs RATELIMIT_TIERS_REDIS_CLUSTER.", 'E.g. "redis://node:6379".')
+        error(15, "RedisClusterStorage needs RATELIMIT_TIERS_REDIS_CLUSTER.", 'E.g. "redis://node:6379".')
     return errors
 
 

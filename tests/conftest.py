@@ -17,6 +17,9 @@ from ratelimit_tiers.identity import identities
 from ratelimit_tiers.models import Account, APIKey, Tier
 from tests import postgres
 
+#: The testproject's throttled list endpoint, the one most tests call.
+URL = "/api/items/"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -31,7 +34,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
-                "redis-server is not installed: run .ci/install (apt-get install redis-server)"
+                "redis-server is not installed: run scripts/install-system-deps (Debian's redis-server)"
             )
         self.port = free_port()
         self.directory = directory
@@ -183,6 +186,11 @@ def raw_key(account: Account) -> str:
 
 @pytest.fixture
 def api(raw_key: str) -> APIClient:
+    return key_client(raw_key)
+
+
+def key_client(raw_key: str) -> APIClient:
+    """A client that sends ``raw_key`` on every request."""
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
     return client

@@ -9,18 +9,11 @@ from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.contrib.messages.storage.cookie import CookieStorage
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from ratelimit_tiers.models import APIKey, Tier
+from tests.conftest import URL, key_client
 
-URL = "/api/items/"
 NEW_KEY_RE = re.compile(r'<code class="rlt-new-key">(\w{12}\.[\w-]+)</code>')
-
-
-def key_client(raw_key):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
-    return client
 
 
 def messages_of(response):

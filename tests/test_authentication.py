@@ -4,8 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from ratelimit_tiers.models import APIKey
-
-URL = "/api/items/"
+from tests.conftest import URL
 
 
 def get(header=None, name="HTTP_AUTHORIZATION"):

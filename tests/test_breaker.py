@@ -10,8 +10,7 @@ import pytest
 
 from ratelimit_tiers.breaker import CircuitBreaker, get_breaker
 from ratelimit_tiers.exceptions import CircuitOpen, StorageUnavailable
-
-URL = "/api/items/"
+from tests.conftest import URL
 
 
 class Clock:
@@ -93,7 +92,7 @@ def test_only_one_probe_at_a_time(settings):
     assert breaker.call(up) == "ok"
 
 
-def test_a_non_store_error_in_the_probe_gives_no_verdict(settings):
+def test_a_non_store_error_in_the_probe_gives_no_verdict():
     clock = Clock()
     breaker = CircuitBreaker("x", clock)
     fail_times(breaker, 3)

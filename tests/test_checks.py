@@ -1,7 +1,19 @@
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from django.core import checks
+
+from ratelimit_tiers import checks as rlt_checks
+
+#: Every check this app can report; each ID names one problem and is never reused.
+CHECK_IDS = {
+    *(f"E{n:03d}" for n in range(1, 16)),
+    *(f"E{n:03d}" for n in range(20, 24)),
+    *("W001", "W002", "W003", "W005", "W020"),
+}
 
 
 def check_ids():
@@ -61,7 +73,7 @@ def test_missing_middleware_is_a_warning(settings):
         ("TRUSTED_PROXIES", -1, "E013"),
         ("TRUSTED_PROXIES", "1", "E013"),
         ("REDIS_CLUSTER", 7000, "E014"),
-        ("STORAGE", "ratelimit_tiers.storage.cluster.RedisClusterStorage", "E014"),
+        ("STORAGE", "ratelimit_tiers.storage.cluster.RedisClusterStorage", "E015"),
     ],
 )
 def test_bad_resilience_settings_are_errors(settings, name, value, expected):
@@ -128,3 +140,16 @@ def test_djangos_own_redis_cache_without_timeouts_is_a_warning(settings, options
     assert bool(messages) is warned
     if messages:
         assert '"socket_connect_timeout": 0.1, "socket_timeout": 0.1' in messages[0].hint
+
+
+def test_each_check_id_is_one_problem_and_documented():
+    source = Path(rlt_checks.__file__).read_text()
+    numbered = [f"E{int(n):03d}" for n in re.findall(r"\berror\((\d+),", source)]
+    named = re.findall(r'id="ratelimit_tiers\.([EW]\d{3})"', source)
+    assert sorted(numbered + named) == sorted(CHECK_IDS)  # No ID twice, none missing.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("### System checks") : readme.index("## Usage")]
+    documented = set()
+    for low, high in re.findall(r"`([EW]\d{3})`(?:\.\.\.`([EW]\d{3})`)?", table):
+        documented |= {f"{low[0]}{n:03d}" for n in range(int(low[1:]), int((high or low)[1:]) + 1)}
+    assert documented == CHECK_IDS

@@ -4,8 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from ratelimit_tiers.clients import client_ip, client_network, parse_ip
-
-URL = "/api/items/"
+from tests.conftest import URL
 
 
 def meta(rf, remote="203.0.113.7", forwarded=None):

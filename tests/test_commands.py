@@ -8,12 +8,10 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from rest_framework.test import APIClient
 
 from ratelimit_tiers.models import APIKey
+from tests.conftest import URL, key_client
 from tests.processes import ROOT, ProjectServer
-
-URL = "/api/items/"
 
 # One of the processes below: connected and waiting at the start line, then
 # exactly what ``manage.py ratelimit_tiers_rotate_key PREFIX`` runs.
@@ -43,12 +41,6 @@ def run(*args):
     out, err = StringIO(), StringIO()
     call_command(*args, stdout=out, stderr=err)
     return out.getvalue(), err.getvalue()
-
-
-def key_client(raw_key):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
-    return client
 
 
 @pytest.mark.parametrize("command", ["ratelimit_tiers_create_key", "create_api_key"])

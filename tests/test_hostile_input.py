@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from ratelimit_tiers.models import APIKey
+from tests.conftest import URL
 
-URL = "/api/items/"
 UNKNOWN = "Api-Key AAAAAAAAAAAA." + "a" * 43
 
 

@@ -11,8 +11,8 @@ from django.test import AsyncRequestFactory, RequestFactory
 from ratelimit_tiers.algorithms import Decision
 from ratelimit_tiers.context import RateLimitContext
 from ratelimit_tiers.middleware import RateLimitHeadersMiddleware, add_ietf_headers, sf_string
+from tests.conftest import URL
 
-URL = "/api/items/"
 # draft-ietf-httpapi-ratelimit-headers-10: a List of Items, each a String with Integer parameters.
 POLICY_RE = re.compile(r'^"(?P<name>[a-z]+)";q=(?P<q>\d+);w=(?P<w>\d+)$')
 RATELIMIT_RE = re.compile(r'^"(?P<name>[a-z]+)";r=(?P<r>\d+);t=(?P<t>\d+)$')

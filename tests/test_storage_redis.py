@@ -26,12 +26,10 @@ from ratelimit_tiers.storage.base import bucket_key
 from ratelimit_tiers.storage.redis import KEPT_CONNECTIONS, SCRIPT, SCRIPT_SHA, RedisStorage, encode_command
 from ratelimit_tiers.throttling import TierRateThrottle
 from testproject.views import ItemViewSet
-from tests.conftest import clear_of_minute_edge
+from tests.conftest import URL, clear_of_minute_edge
 from tests.processes import ROOT
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db]
-
-URL = "/api/items/"
 
 
 def set_tier(tier, **fields):
