@@ -23,7 +23,8 @@ from ratelimit_tiers.authentication import APIKeyAuthentication
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
 from ratelimit_tiers.storage.base import bucket_key
-from ratelimit_tiers.storage.redis import KEPT_CONNECTIONS, SCRIPT, SCRIPT_SHA, RedisStorage, encode_command
+from ratelimit_tiers.storage.redis import SCRIPT, SCRIPT_SHA, RedisStorage
+from ratelimit_tiers.storage.transport import KEPT_CONNECTIONS, encode_command
 from ratelimit_tiers.throttling import TierRateThrottle
 from testproject.views import ItemViewSet
 from tests.conftest import clear_of_minute_edge
@@ -373,7 +374,7 @@ def test_kept_connections_are_bounded_and_leave_the_pool_alone(redis_cache, free
         thread.join()
     # More checks ran at once than a storage opens: the rest borrowed and gave back.
     assert storage.peek(prefix, "read").decision.remaining == 60 - 1 - barrier.parties
-    assert len(storage._kept) == storage._opened == KEPT_CONNECTIONS
+    assert len(storage.transport.kept) == storage.transport.opened == KEPT_CONNECTIONS
     assert in_use(storage) == 0
     gc.collect()  # Storages of earlier tests close theirs.
     clients = len(server.client_list())
@@ -388,16 +389,16 @@ def test_a_forked_child_opens_its_own_connection(redis_cache, free_tier, raw_key
     prefix = APIKey.objects.get().prefix
     storage = get_storage()
     assert storage.hit(prefix, "read").decision.remaining == 59
-    (parent_connection,) = storage._kept
+    (parent_connection,) = storage.transport.kept
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child, which coverage does not follow.
         ok = storage.hit(prefix, "read").decision.remaining == 58
-        ok = ok and all(kept.pid == os.getpid() for kept in storage._kept)
+        ok = ok and all(kept.pid == os.getpid() for kept in storage.transport.kept)
         os._exit(0 if ok else 1)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert storage.hit(prefix, "read").decision.remaining == 57
-    assert list(storage._kept) == [parent_connection]
+    assert list(storage.transport.kept) == [parent_connection]
 
 
 def test_encoded_calls_match_redis_py(redis_cache):
