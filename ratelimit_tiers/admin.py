@@ -24,7 +24,7 @@ from ratelimit_tiers.algorithms import CATEGORIES, EXACT_MAX_LIMIT, algorithm_fo
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import KEY_ACTIVE, KEY_EXPIRED, KEY_REVOKED, KEY_ROTATING, Account, APIKey, Tier
-from ratelimit_tiers.storage import get_storage
+from ratelimit_tiers.storage import Unusable, get_storage
 
 STATUS_LABELS = {
     KEY_ACTIVE: _("active"),
@@ -55,9 +55,9 @@ def live_usage(prefix: str) -> SafeString:
     try:
         for category in CATEGORIES:
             outcome = storage.peek(prefix, category)
-            decision = outcome.decision
-            if decision is None:
+            if isinstance(outcome, Unusable):
                 return format_html("<em>{}</em>", STATUS_LABELS.get(outcome.state, outcome.state))
+            decision = outcome.decision
             rows.append(
                 (
                     category,

@@ -21,7 +21,6 @@ from ratelimit_tiers.algorithms import Rate
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import Account, APIKey, Tier, keys_changed
-from ratelimit_tiers.storage.base import wrap_errors
 
 logger = logging.getLogger("ratelimit_tiers")
 
@@ -40,6 +39,7 @@ class Policy:
     limits: Mapping[str, int] = field(default_factory=dict)
     expires_at: float = 0.0
     tier: str = ""
+    shadow: bool = False
 
     def rate(self, category: str) -> Rate:
         return Rate(self.limits.get(category, 0), self.window)
@@ -52,6 +52,7 @@ class Policy:
             "algorithm": self.algorithm or conf.ALGORITHM,
             "expires": int(self.expires_at * 1000),
             "tier": self.tier,
+            "shadow": int(self.shadow),
             **dict(self.limits),
         }
 
@@ -69,6 +70,7 @@ def load_policy(prefix: str) -> Policy:
         limits=account.limits(),
         expires_at=key.expiry_timestamp() or 0.0,
         tier=tier.name,
+        shadow=tier.shadow,
     )
 
 
@@ -96,47 +98,13 @@ def evict(prefixes: Iterable[str]) -> None:
 
 
 def _forget(prefixes: list[str]) -> None:
-    from django.core.cache import caches
-
     from ratelimit_tiers.storage import get_storage
 
     try:
         get_storage().forget(prefixes)
-        with wrap_errors():
-            caches[conf.CACHE].delete_many([tier_key(p) for p in prefixes])
     except StorageUnavailable as exc:
         # The save itself must not fail; stale policies expire after POLICY_TIMEOUT.
         logger.warning("Could not evict %d rate-limit policies: %s", len(prefixes), exc)
-
-
-def tier_key(prefix: str) -> str:
-    return f"rlt:{{{prefix}}}:tier"
-
-
-def tier_of(prefix: str) -> tuple[str, bool]:
-    """The key's tier name and shadow flag, for refusals and signals only (never the hot path).
-
-    Kept in the store beside the policy and evicted with it; if the store
-    fails, read from the database instead.
-    """
-    from django.core.cache import caches
-
-    cache = caches[conf.CACHE]
-    try:
-        with wrap_errors():
-            found = cache.get(tier_key(prefix))
-    except StorageUnavailable:
-        found = None
-    if isinstance(found, tuple):
-        return str(found[0]), bool(found[1])
-    row = Tier.objects.filter(accounts__api_keys__prefix=prefix).values_list("name", "shadow").first()
-    info = (row[0], row[1]) if row else ("", False)
-    try:
-        with wrap_errors():
-            cache.set(tier_key(prefix), info, conf.POLICY_TIMEOUT)
-    except StorageUnavailable:
-        pass
-    return info
 
 
 @receiver([post_save, post_delete], sender=Tier, dispatch_uid="rlt_evict_tier")

@@ -17,7 +17,7 @@ from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable
 from ratelimit_tiers.policies import ACTIVE
 from ratelimit_tiers.signals import check_quota, send_refused
-from ratelimit_tiers.storage import Outcome, get_storage
+from ratelimit_tiers.storage import Unusable, get_storage
 
 logger = logging.getLogger("ratelimit_tiers")
 
@@ -53,22 +53,26 @@ class TierRateThrottle(BaseThrottle):
             try:
                 outcome = guarded(storage.hit, identity.prefix, category)
             except StorageUnavailable as exc:
-                outcome = Outcome(self.store_failed(exc, identity.prefix))
-            if outcome.state != ACTIVE:
+                state = self.store_failed(exc, identity.prefix)
+                if state == ACTIVE:
+                    return True  # Failed open: admitted, not counted.
+                outcome = Unusable(state)
+            if isinstance(outcome, Unusable):
                 # Revoked, expired...: limited per client network, never on the key's counter.
                 raise refuse(request, fail(outcome.state))
-            decision = outcome.decision
-            if decision is None:
-                return True  # Failed open: admitted, not counted.
+            decision, tier = outcome.decision, outcome.tier
             setattr(request._request, REQUEST_ATTRIBUTE, decision)
             setattr(request._request, CATEGORY_ATTRIBUTE, category)
             if not decision.allowed:
-                if send_refused(type(self), request._request, identity.prefix, category, decision):
+                # The store's answer holds the tier and its shadow flag: a refusal costs no second round trip.
+                if send_refused(
+                    type(self), request._request, identity.prefix, category, decision, tier, outcome.shadow
+                ):
                     return True  # Shadow mode: counted, logged and signalled, never refused.
                 raise RateLimited(decision)
-            check_quota(type(self), request._request, identity.prefix, category, decision)
+            check_quota(type(self), request._request, identity.prefix, category, decision, tier)
             self.give_back_if_refused(view, request, identity.prefix, category, decision)
-        except DatabaseError as exc:  # Loading a policy or a tier: a 503 to retry, not a 500.
+        except DatabaseError as exc:  # Loading a policy: a 503 to retry, not a 500.
             raise DatabaseUnavailable() from exc
         return True
 

@@ -10,7 +10,7 @@ from ratelimit_tiers import policies
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
-from ratelimit_tiers.storage.base import INSTALL_ATTEMPTS
+from ratelimit_tiers.storage.base import INSTALL_ATTEMPTS, Verdict
 
 
 def patch_load(monkeypatch, storage, during_load):
@@ -59,3 +59,7 @@ def test_a_policy_that_changes_at_every_load_gives_up(backend, raw_key, monkeypa
     assert len(states) == INSTALL_ATTEMPTS
     monkeypatch.undo()
     assert storage.hit(prefix, "read").decision.remaining == 59
+
+
+def test_a_verdict_is_the_answer_on_an_active_key():
+    assert Verdict.state == policies.ACTIVE

@@ -20,9 +20,9 @@ from rest_framework.test import APIRequestFactory
 
 from ratelimit_tiers.algorithms import COUNTER, EXACT, EXACT_MAX_LIMIT, Rate, counter_decide
 from ratelimit_tiers.authentication import APIKeyAuthentication
-from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.models import APIKey, Tier
 from ratelimit_tiers.storage import get_storage
-from ratelimit_tiers.storage.base import bucket_key
+from ratelimit_tiers.storage.base import bucket_key, policy_key
 from ratelimit_tiers.storage.redis import SCRIPT, SCRIPT_SHA, RedisStorage
 from ratelimit_tiers.storage.transport import KEPT_CONNECTIONS, encode_command
 from ratelimit_tiers.throttling import TierRateThrottle
@@ -270,6 +270,38 @@ def test_a_warm_check_is_one_round_trip_and_no_sql(any_redis_cache, free_tier, r
     assert after - before == 1
     assert len(queries) == 0
     stats.close()
+
+
+@pytest.mark.parametrize("algorithm", ["exact", "counter"])
+def test_a_refusal_is_one_round_trip_and_no_sql(any_redis_cache, free_tier, api, algorithm):
+    # The store's answer holds the tier and shadow flag that the refusal's
+    # signal and log need: a 429 asks nothing more of Redis or the database.
+    set_tier(free_tier, limit=1, algorithm=algorithm)
+    assert api.get(URL).status_code == 200  # Cold: loads the identity and the policy.
+    stats, responses = Redis.from_url(any_redis_cache), []
+    before = stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    with CaptureQueriesContext(connection) as queries:
+        commands = client_commands(any_redis_cache, lambda: responses.append(api.get(URL)))
+    after = stats.info("commandstats")["cmdstat_evalsha"]["calls"]
+    assert [r.status_code for r in responses] == [429]
+    assert commands == ["EVALSHA"]
+    assert after - before == 1
+    assert len(queries) == 0
+    stats.close()
+
+
+def test_a_policy_stored_without_a_shadow_flag_is_loaded_again(redis_cache, free_tier, raw_key):
+    # A policy hash written before policies carried their shadow flag (an upgrade)
+    # is a miss: the tier's flag must never be taken as off for want of the field.
+    prefix = APIKey.objects.get().prefix
+    storage = get_storage()
+    outcome = storage.hit(prefix, "read")
+    assert (outcome.tier, outcome.shadow) == ("Free", False)
+    Tier.objects.filter(pk=free_tier.pk).update(shadow=True)  # No signal: the stored policy stays.
+    assert storage.hit(prefix, "read").shadow is False
+    get_redis_connection("default").hdel(caches["default"].make_key(policy_key(prefix)), "shadow")
+    outcome = storage.hit(prefix, "read")
+    assert (outcome.tier, outcome.shadow, outcome.decision.remaining) == ("Free", True, 57)
 
 
 def test_expired_prefix_grows_and_is_consumed(redis_cache, free_tier, raw_key):

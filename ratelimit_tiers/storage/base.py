@@ -5,17 +5,36 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar, TypeAlias
 
 from ratelimit_tiers.algorithms import CATEGORIES, Decision, Rate
 from ratelimit_tiers.exceptions import StorageUnavailable
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """A key's state (see ``policies``) and, for an active key, the decision."""
+class Verdict:
+    """The store's answer on an active key, complete: the decision, the key's tier and its shadow flag.
+
+    ``shadow`` is the tier's own flag, as stored with the key's policy
+    (``RATELIMIT_TIERS_SHADOW`` is the throttle's to add).
+    """
+
+    decision: Decision
+    tier: str = ""
+    shadow: bool = False
+    #: ``policies.ACTIVE``: a decision is only ever taken on an active key.
+    state: ClassVar[str] = "active"
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """The store's answer on a key that cannot be used: its state (see ``policies``), and no decision."""
 
     state: str
-    decision: Decision | None = None
+
+
+#: What a check answers: a :class:`Verdict` (admitted or refused) or an :class:`Unusable` key.
+Outcome: TypeAlias = Verdict | Unusable
 
 
 def policy_key(prefix: str) -> str:

@@ -15,7 +15,15 @@ from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.policies import ACTIVE, Policy, load_policy
 from ratelimit_tiers.storage import base
 from ratelimit_tiers.storage.backends import redis_client
-from ratelimit_tiers.storage.base import Outcome, Storage, bucket_key, policy_key, wrap_errors
+from ratelimit_tiers.storage.base import (
+    Outcome,
+    Storage,
+    Unusable,
+    Verdict,
+    bucket_key,
+    policy_key,
+    wrap_errors,
+)
 from ratelimit_tiers.storage.eviction import warn_if_evicting
 from ratelimit_tiers.storage.transport import Arg, KeptConnections, ScriptCall
 
@@ -105,11 +113,9 @@ class RedisStorage(Storage):
         keys, args, _command = self._build_check_call(name, READ, True, rate.window)
         fields = Policy(ACTIVE, window=rate.window, limits={READ: rate.limit}).to_fields()
         # No eviction ever sets an ad-hoc bucket's generation: it is always "".
-        decision = self._outcome(
+        return self._verdict(
             self._run(ScriptCall.of(SCRIPT_SHA, keys, (*args, "", *flatten(fields))))
         ).decision
-        assert decision is not None
-        return decision
 
     def _check(self, prefix: str, category: str, *, charge: bool) -> Outcome:
         call = self._check_call(prefix, category, charge, conf.POLICY_TIMEOUT)
@@ -156,16 +162,18 @@ class RedisStorage(Storage):
     @staticmethod
     def _outcome(reply: bytes) -> Outcome:
         if not reply[:1].isdigit():
-            return Outcome(reply.decode())
-        allowed, limit, window, remaining, reset, now = map(int, reply.split())
-        return Outcome(
-            ACTIVE,
-            Decision(
-                allowed=bool(allowed),
-                limit=limit,
-                window=window // 1000,
-                remaining=remaining,
-                reset_after=reset / 1000,
-                now=now / 1000,
-            ),
+            return Unusable(reply.decode())
+        return RedisStorage._verdict(reply)
+
+    @staticmethod
+    def _verdict(reply: bytes) -> Verdict:
+        allowed, limit, window, remaining, reset, now, shadow, tier = reply.split(b" ", 7)
+        decision = Decision(
+            allowed=allowed == b"1",
+            limit=int(limit),
+            window=int(window) // 1000,
+            remaining=int(remaining),
+            reset_after=int(reset) / 1000,
+            now=int(now) / 1000,
         )
+        return Verdict(decision, tier.decode(), shadow == b"1")

@@ -11,15 +11,14 @@
 -- ARGV[5..] optional policy field/value pairs to install first
 --
 -- Returns the state when the key cannot be used ("miss <generation>" when no
--- policy is installed), else one string "allowed limit window_ms remaining reset_ms now_ms"
--- (a single bulk reply parses faster than a six-element array).
+-- policy is installed), else one string "allowed limit window_ms remaining reset_ms now_ms shadow tier":
+-- the decision and the policy's tier and shadow flag, so a refusal needs no second
+-- round trip (a single bulk reply parses faster than an array; the tier, which
+-- may hold spaces, comes last).
 -- Every key written carries an expiry, and a refusal writes nothing.
 
 local category, charge = ARGV[1], ARGV[2] == "1"
 
-local function decided(allowed, limit, window, remaining, reset, now)
-  return string.format("%d %d %d %d %d %d", allowed, limit, window, remaining, reset, now)
-end
 
 if #ARGV > 4 and (redis.call("GET", KEYS[4]) or "") == ARGV[4] then
   -- Installed only if no eviction came since the policy was read from the
@@ -29,9 +28,15 @@ if #ARGV > 4 and (redis.call("GET", KEYS[4]) or "") == ARGV[4] then
   redis.call("EXPIRE", KEYS[1], ARGV[3])
 end
 
-local policy = redis.call("HMGET", KEYS[1], "state", "expires", "window", "algorithm", category)
-if not policy[1] then
+local policy = redis.call("HMGET", KEYS[1], "state", "expires", "window", "algorithm", category, "shadow", "tier")
+if not policy[1] or not policy[6] then
+  -- None installed, or one written before policies carried their shadow flag: load it.
   return "miss " .. (redis.call("GET", KEYS[4]) or "")
+end
+local shadow, tier = policy[6], policy[7] or ""
+
+local function decided(allowed, limit, window, remaining, reset, now)
+  return string.format("%d %d %d %d %d %d %s %s", allowed, limit, window, remaining, reset, now, shadow, tier)
 end
 if policy[1] ~= "active" then
   return policy[1]
