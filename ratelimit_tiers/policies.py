@@ -45,7 +45,7 @@ class Policy:
         return Rate(self.limits.get(category, 0), self.window)
 
     def to_fields(self) -> dict[str, str | int | float]:
-        """Flat mapping stored as a Redis hash (see ``storage/scripts/hit.lua``)."""
+        """Flat mapping stored as a Redis hash (see ``storage/scripts/policy.lua``)."""
         return {
             "state": self.state,
             "window": self.window,

@@ -27,9 +27,18 @@ from ratelimit_tiers.storage.base import (
 from ratelimit_tiers.storage.eviction import warn_if_evicting
 from ratelimit_tiers.storage.transport import Arg, KeptConnections, ScriptCall
 
-SCRIPT = (Path(__file__).parent / "scripts" / "hit.lua").read_bytes()
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def assemble(*parts: str) -> bytes:
+    """One script from parts in ``scripts/``, in order: each part defines what the later ones use."""
+    return b"\n".join((SCRIPTS / f"{part}.lua").read_bytes() for part in parts)
+
+
+#: The check: the policy, the two algorithms, and the entry that picks one.
+SCRIPT = assemble("policy", "counter", "exact", "hit")
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1.
-GIVE_BACK_SCRIPT = (Path(__file__).parent / "scripts" / "give_back.lua").read_text()
+GIVE_BACK_SCRIPT = assemble("counter", "exact", "give_back").decode()
 
 #: Checks whose encoded script call each storage keeps: (API key, category, hit or peek).
 CALL_CACHE_SIZE = 8192
@@ -90,7 +99,7 @@ class RedisStorage(Storage):
         with wrap_errors():
             client = self.client()
             # One command per key: keys of different prefixes may live on different cluster nodes.
-            # The generation first: a load that began before it can no longer install (hit.lua).
+            # The generation first: a load that began before it can no longer install (policy.lua).
             pipe = client.pipeline(transaction=False)
             for prefix in prefixes:
                 pipe.set(self.make_key(base.generation_key(prefix)), generation, ex=base.GENERATION_TIMEOUT)
