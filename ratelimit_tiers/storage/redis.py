@@ -168,11 +168,11 @@ class RedisStorage(Storage):
         except Exception as exc:  # Inline, not wrap_errors(): this is the hot path.
             raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-    @staticmethod
-    def _outcome(reply: bytes) -> Outcome:
+    @classmethod
+    def _outcome(cls, reply: bytes) -> Outcome:
         if not reply[:1].isdigit():
             return Unusable(reply.decode())
-        return RedisStorage._verdict(reply)
+        return cls._verdict(reply)
 
     @staticmethod
     def _verdict(reply: bytes) -> Verdict:
