@@ -1,7 +1,8 @@
 """The Lua script against its reference, ``algorithms.py``, on a real redis-server: a differential test.
 
 Random schedules of hits and looks, each on a key of its own with a small
-limit and a 1 s window, run interleaved so that their waits overlap. The
+limit (which now and then changes) and a 1 s window, run interleaved so that
+their waits overlap. The
 script reports the ``now`` it read from the Redis server's clock; the
 reference decides with that same ``now`` (and, for an exact-mode admission,
 the stamp the script wrote, read back from its ring), and the two must agree
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.redis
 
 SCHEDULES = 200  # Per algorithm.
 STEPS = 12
+#: The chance that a step first installs a new limit.
+LIMIT_CHANGES = 0.1
 LIMITS = (0, 1, 2, 2, 3, 3, 4, 5, 8)
 #: Milliseconds between two steps of a schedule: bursts in one millisecond, and gaps across the window.
 GAPS = (0, 0, 0, 1, 2, 5, 20, 100, 300, 500, 700, 999, 1000, 1001, 1500)
@@ -39,7 +42,6 @@ class Schedule:
 
     def __init__(self, number: int, algorithm: str, rng: random.Random) -> None:
         self.algorithm, self.rng = algorithm, rng
-        self.rate = Rate(rng.choice(LIMITS), 1)
         prefix = f"diff{number}"
         self.keys = [
             policy_key(prefix),
@@ -47,14 +49,25 @@ class Schedule:
             bucket_key(prefix, READ, COUNTER),
             generation_key(prefix),
         ]
-        policy = Policy(ACTIVE, window=self.rate.window, algorithm=algorithm, limits={READ: self.rate.limit})
-        # The first check installs the policy (no eviction ever set this key's generation: it is "").
-        self.install: tuple[str | int | float, ...] = ("", *flatten(policy.to_fields()))
         self.stamps: tuple[int, ...] = ()  # The exact reference's state.
         self.counted: tuple[int, int, int] | None = None  # The counter's: (window index, current, previous).
         self.log: list[tuple[bool, Decision]] = []
+        self.limit_changes = -1
+        self.change_limit()
+
+    def change_limit(self) -> None:
+        """The next check installs a new limit: the ring resizes, the counter keeps its counts."""
+        self.rate = Rate(self.rng.choice(LIMITS), 1)
+        policy = Policy(
+            ACTIVE, window=self.rate.window, algorithm=self.algorithm, limits={READ: self.rate.limit}
+        )
+        # Installed by the check that carries it: no eviction ever set this key's generation, so it is "".
+        self.install: tuple[str | int | float, ...] = ("", *flatten(policy.to_fields()))
+        self.limit_changes += 1
 
     def step(self, client: Redis) -> tuple[bool, Decision]:
+        if self.rng.random() < LIMIT_CHANGES:
+            self.change_limit()
         charge = self.rng.random() < 0.75
         args = (READ, "1" if charge else "0", 60, *self.install)
         self.install = ()
@@ -69,7 +82,7 @@ class Schedule:
         else:
             expected = self.counter(now, charge)
         self.log.append((charge, decision))
-        assert decision == expected, (self.rate, self.log)
+        assert decision == expected, self.log
         return charge, decision
 
     def counter(self, now: int, charge: bool) -> Decision:
@@ -118,6 +131,7 @@ def test_the_script_decides_as_the_reference(client, algorithm):
         if steps[n] < STEPS:
             heapq.heappush(due, (at + rng.choice(GAPS) / 1000, n))
     assert sum(steps.values()) == SCHEDULES * STEPS
+    assert sum(schedule.limit_changes for schedule in schedules) > SCHEDULES // 2
     # Admissions and refusals, with and without a count, on full and on empty keys.
     assert seen >= {(True, True, True), (True, False, True), (False, True, True), (False, False, True)}
     assert (False, True, False) in seen  # A look at an empty key: nothing to reset.
