@@ -133,7 +133,7 @@ def make_script_only(algorithm: str) -> Callable[[int], Callable[[], object]]:
         prefix, _raw = new_full_key(limit, algorithm)
         storage = get_storage()
         call = storage._check_call(prefix, "read", True, conf.POLICY_TIMEOUT)  # type: ignore[attr-defined]
-        send = storage._send  # type: ignore[attr-defined]
+        send = storage.transport.send  # type: ignore[attr-defined]
         return lambda: send(call.command)[:1] == b"1"
 
     return new
@@ -198,10 +198,10 @@ def make_floor_as_sent_by_ours() -> Callable[[int], Callable[[], object]]:
     from django_redis import get_redis_connection
 
     from ratelimit_tiers.storage import get_storage
-    from ratelimit_tiers.storage.redis import encode_command
+    from ratelimit_tiers.storage.transport import encode_command
 
     sha = get_redis_connection("default").script_load("return 1")
-    command, send = encode_command("EVALSHA", sha, 0), get_storage()._send  # type: ignore[attr-defined]
+    command, send = encode_command("EVALSHA", sha, 0), get_storage().transport.send  # type: ignore[attr-defined]
     return lambda limit: lambda: send(command)
 
 
@@ -253,8 +253,8 @@ def memory(url: str) -> dict[str, int]:
     from django_redis import get_redis_connection
     from limits import RateLimitItemPerMinute
 
+    from ratelimit_tiers.names import bucket_key, policy_key
     from ratelimit_tiers.storage import get_storage
-    from ratelimit_tiers.storage.base import bucket_key, policy_key
 
     client = get_redis_connection("default")
     limit, out = 5000, {}

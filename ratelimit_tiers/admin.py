@@ -27,7 +27,7 @@ from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import Account, APIKey, Tier
 from ratelimit_tiers.names import KeyStatus
-from ratelimit_tiers.storage import get_storage
+from ratelimit_tiers.storage import Unusable, get_storage
 
 #: By a key's status; also names the store's key states they share (``live_usage``).
 STATUS_LABELS: dict[str, Any] = {
@@ -64,9 +64,9 @@ def live_usage(prefix: str) -> SafeString:
     try:
         for category in CATEGORIES:
             outcome = storage.peek(prefix, category)
-            decision = outcome.decision
-            if decision is None:
+            if isinstance(outcome, Unusable):
                 return format_html("<em>{}</em>", STATUS_LABELS.get(outcome.state, outcome.state))
+            decision = outcome.decision
             rows.append(
                 (
                     category,

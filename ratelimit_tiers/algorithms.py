@@ -1,7 +1,9 @@
 """Pure rate-limit math: no Django, no I/O, and the clock is always passed in.
 
 The Lua scripts in ``storage/scripts/`` implement the same rules on the Redis
-server; these functions are the reference the property tests check.
+server; these functions are their reference, which the property tests check,
+and which a differential test (``tests/test_scripts.py``) runs the scripts
+against on random schedules.
 """
 
 from __future__ import annotations
@@ -109,13 +111,21 @@ class Decision:
         return max(1, math.ceil(self.reset_after))
 
 
-def exact_decide(stamps: Sequence[int], now: int, rate: Rate) -> tuple[Decision, tuple[int, ...]]:
+def exact_decide(
+    stamps: Sequence[int], now: int, rate: Rate, *, charge: bool = True, stamp: int | None = None
+) -> tuple[Decision, tuple[int, ...]]:
     """Sliding log over the last ``limit`` admitted timestamps (oldest first).
 
-    Times are integer milliseconds, as in the Lua script, so no rounding can
-    admit early. A request is admitted iff fewer than ``limit`` requests were
-    admitted in the last ``window`` seconds, i.e. the oldest kept stamp is at
-    least ``window`` old. Returns the decision and the stamps to keep.
+    Times are integer milliseconds, as in the Lua script
+    (``storage/scripts/exact.lua``), so no rounding can admit early. A request
+    is admitted iff fewer than ``limit`` requests were admitted in the last
+    ``window`` seconds, i.e. the oldest kept stamp is at least ``window`` old.
+    An admission keeps ``stamp``, by default ``now``: the script reads its
+    clock rounded down and stamps it rounded up (``now`` or ``now + 1``), so a
+    stamp can only look younger. With ``charge`` false the decision is only a
+    look: nothing is kept. ``reset_after`` is until ``remaining`` next grows
+    (the oldest live stamp leaves the window), 0 when none is live. Returns
+    the decision and the stamps to keep.
     """
     limit, window = rate.limit, rate.window * 1000
     if limit <= 0:
@@ -123,9 +133,11 @@ def exact_decide(stamps: Sequence[int], now: int, rate: Rate) -> tuple[Decision,
     kept = tuple(stamps[-limit:])
     if len(kept) == limit and now - kept[0] < window:
         return _decision(False, rate, 0, kept[0] + window - now, now), kept
-    kept = (*kept, now)[-limit:]
+    if charge:
+        kept = (*kept, now if stamp is None else stamp)[-limit:]
     live = [t for t in kept if now - t < window]
-    return _decision(True, rate, limit - len(live), live[0] + window - now, now), kept
+    reset = live[0] + window - now if live else 0
+    return _decision(True, rate, limit - len(live), reset, now), kept
 
 
 def counter_decide(previous: int, current: int, now: int, rate: Rate, *, charge: bool = True) -> Decision:

@@ -11,17 +11,14 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from django.core.cache import caches
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from ratelimit_tiers.conf import conf
-from ratelimit_tiers.errors import StorageUnavailable, wrap_errors
+from ratelimit_tiers.errors import StorageUnavailable
 from ratelimit_tiers.identity import identities
 from ratelimit_tiers.key_state import states
 from ratelimit_tiers.models import Account, APIKey, Tier, keys_changed
-from ratelimit_tiers.names import tier_key
 from ratelimit_tiers.storage import get_storage
 
 logger = logging.getLogger("ratelimit_tiers")
@@ -44,8 +41,6 @@ def evict(prefixes: Iterable[str]) -> None:
 def _forget(prefixes: list[str]) -> None:
     try:
         get_storage().forget(prefixes)
-        with wrap_errors():
-            caches[conf.CACHE].delete_many([tier_key(p) for p in prefixes])
     except StorageUnavailable as exc:
         # The save itself must not fail; stale policies expire after POLICY_TIMEOUT.
         logger.warning("Could not evict %d rate-limit policies: %s", len(prefixes), exc)

@@ -77,11 +77,6 @@ def bucket_key(prefix: str, category: str, algorithm: str) -> str:
     return f"rlt:{{{prefix}}}:{category}:{algorithm}"
 
 
-def tier_key(prefix: str) -> str:
-    """The key's tier name and shadow flag, kept beside its policy."""
-    return f"rlt:{{{prefix}}}:tier"
-
-
 def used_key(prefix: str) -> str:
     """The marker that the key's ``last_used`` was written this minute, by some process."""
     return f"rlt:{{{prefix}}}:used"

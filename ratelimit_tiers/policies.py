@@ -12,13 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from django.core.cache import caches
-
 from ratelimit_tiers.algorithms import Rate
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.errors import StorageUnavailable, wrap_errors
-from ratelimit_tiers.models import APIKey, Tier
-from ratelimit_tiers.names import ACTIVE, INACTIVE, REVOKED, UNKNOWN, KeyState, tier_key
+from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.names import ACTIVE, INACTIVE, REVOKED, UNKNOWN, KeyState
 
 
 @dataclass(frozen=True)
@@ -29,18 +26,20 @@ class Policy:
     limits: Mapping[str, int] = field(default_factory=dict)
     expires_at: float = 0.0
     tier: str = ""
+    shadow: bool = False
 
     def rate(self, category: str) -> Rate:
         return Rate(self.limits.get(category, 0), self.window)
 
     def to_fields(self) -> dict[str, str | int | float]:
-        """Flat mapping stored as a Redis hash (see ``storage/scripts/hit.lua``)."""
+        """Flat mapping stored as a Redis hash (see ``storage/scripts/policy.lua``)."""
         return {
             "state": self.state,
             "window": self.window,
             "algorithm": self.algorithm or conf.ALGORITHM,
             "expires": int(self.expires_at * 1000),
             "tier": self.tier,
+            "shadow": int(self.shadow),
             **dict(self.limits),
         }
 
@@ -58,6 +57,7 @@ def load_policy(prefix: str) -> Policy:
         limits=account.limits(),
         expires_at=key.expiry_timestamp() or 0.0,
         tier=tier.name,
+        shadow=tier.shadow,
     )
 
 
@@ -68,27 +68,3 @@ def state_of(*, revoked: bool, account_active: bool) -> KeyState:
     if not account_active:
         return INACTIVE
     return ACTIVE
-
-
-def tier_of(prefix: str) -> tuple[str, bool]:
-    """The key's tier name and shadow flag, for refusals and signals only (never the hot path).
-
-    Kept in the store beside the policy and evicted with it; if the store
-    fails, read from the database instead.
-    """
-    cache = caches[conf.CACHE]
-    try:
-        with wrap_errors():
-            found = cache.get(tier_key(prefix))
-    except StorageUnavailable:
-        found = None
-    if isinstance(found, tuple):
-        return str(found[0]), bool(found[1])
-    row = Tier.objects.filter(accounts__api_keys__prefix=prefix).values_list("name", "shadow").first()
-    info = (row[0], row[1]) if row else ("", False)
-    try:
-        with wrap_errors():
-            cache.set(tier_key(prefix), info, conf.POLICY_TIMEOUT)
-    except StorageUnavailable:
-        pass
-    return info

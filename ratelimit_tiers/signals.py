@@ -26,7 +26,6 @@ from django.dispatch import Signal
 
 from ratelimit_tiers.algorithms import Decision
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.policies import tier_of
 
 logger = logging.getLogger("ratelimit_tiers")
 
@@ -56,13 +55,14 @@ def send_refused(
     )
 
 
-def check_quota(sender: type, request: Any, prefix: str, category: str, decision: Decision) -> None:
+def check_quota(
+    sender: type, request: Any, prefix: str, category: str, decision: Decision, tier: str
+) -> None:
     """Send ``quota_low`` if the admitted request left the key near its limit."""
     if not quota_low.receivers:  # Cheaper than has_listeners(): the common case on the hot path.
         return
     if decision.remaining > conf.QUOTA_WARNING_RATIO * decision.limit or not quota_low.has_listeners(sender):
         return
-    tier = tier_of(prefix)[0]
     logger.debug(
         "ratelimit event=quota_low prefix=%s tier=%s category=%s limit=%d remaining=%d",
         prefix,

@@ -18,10 +18,9 @@ from ratelimit_tiers.context import RateLimitContext
 from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable
 from ratelimit_tiers.identity import KeyIdentity
 from ratelimit_tiers.names import ACTIVE
-from ratelimit_tiers.policies import tier_of
 from ratelimit_tiers.refusals import fail, refuse
 from ratelimit_tiers.signals import check_quota, send_refused
-from ratelimit_tiers.storage import Outcome, get_storage
+from ratelimit_tiers.storage import Unusable, get_storage
 
 logger = logging.getLogger("ratelimit_tiers")
 
@@ -62,24 +61,25 @@ class TierRateThrottle(BaseThrottle):
             try:
                 outcome = guarded(storage.hit, identity.prefix, category)
             except StorageUnavailable as exc:
-                outcome = Outcome(self.store_failed(exc, identity.prefix))
-            if outcome.state != ACTIVE:
+                state = self.store_failed(exc, identity.prefix)
+                if state == ACTIVE:
+                    return True  # Failed open: admitted, not counted.
+                outcome = Unusable(state)
+            if isinstance(outcome, Unusable):
                 # Revoked, expired...: limited per client network, never on the key's counter.
                 raise refuse(request, fail(outcome.state))
-            decision = outcome.decision
-            if decision is None:
-                return True  # Failed open: admitted, not counted.
+            decision, tier = outcome.decision, outcome.tier
             context.attach(request._request, RateLimitContext(decision, category))
             if not decision.allowed:
-                tier, tier_shadow = tier_of(identity.prefix)
-                shadow = bool(conf.SHADOW or tier_shadow)
+                # The store's answer holds the tier and its shadow flag: a refusal costs no second round trip.
+                shadow = bool(conf.SHADOW or outcome.shadow)
                 send_refused(type(self), request._request, identity.prefix, tier, category, decision, shadow)
                 if shadow:
                     return True  # Shadow mode: counted, logged and signalled, never refused.
                 return self.refuse(view, decision)
-            check_quota(type(self), request._request, identity.prefix, category, decision)
+            check_quota(type(self), request._request, identity.prefix, category, decision, tier)
             self.give_back_if_refused(view, request, identity.prefix, category, decision)
-        except DatabaseError as exc:  # Loading a policy or a tier: a 503 to retry, not a 500.
+        except DatabaseError as exc:  # Loading a policy: a 503 to retry, not a 500.
             raise DatabaseUnavailable() from exc
         return True
 

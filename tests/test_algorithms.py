@@ -47,6 +47,18 @@ def test_exact_admits_limit_then_refuses_until_oldest_ages_out():
     assert decision.reset_after == 10.0
 
 
+def test_exact_look_keeps_nothing_and_an_admission_keeps_its_stamp():
+    # As the script does: a look counts nothing, and an admission keeps the stamp
+    # the script wrote (its clock rounded up), which the reset counts from.
+    rate = Rate(2, 1)
+    decision, stamps = exact_decide((), 5_000, rate, charge=False)
+    assert (decision.allowed, decision.remaining, decision.reset_after, stamps) == (True, 2, 0, ())
+    decision, stamps = exact_decide(stamps, 5_000, rate, stamp=5_001)
+    assert (decision.remaining, decision.reset_after, stamps) == (1, 1.001, (5_001,))
+    decision, stamps = exact_decide(stamps, 5_500, rate, charge=False)
+    assert (decision.remaining, decision.reset_after, stamps) == (1, 0.501, (5_001,))
+
+
 def test_exact_zero_limit_refuses():
     decision, _ = exact_decide((), 5_000, Rate(0, 60))
     assert not decision.allowed

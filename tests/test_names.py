@@ -38,7 +38,7 @@ def known(literal: str) -> bool:
         or word in COUNTER_FIELDS
         or re.fullmatch(r"[A-Z]+", word) is not None  # A Redis command or option.
         or re.fullmatch(r"u48|#\d*", word) is not None  # BITFIELD's type and offsets.
-        or re.fullmatch(r"[01]?|\\0|(%d ?)+", word) is not None  # Flags, padding, the reply's format.
+        or re.fullmatch(r"[01]?|\\0|(%[ds] ?)+", word) is not None  # Flags, padding, the reply's format.
     )
 
 
@@ -74,6 +74,5 @@ def test_store_key_names():
     assert names.policy_key("abc") == "rlt:{abc}:policy"
     assert names.generation_key("abc") == "rlt:{abc}:gen"
     assert names.bucket_key("abc", "read", "exact") == "rlt:{abc}:read:exact"
-    assert names.tier_key("abc") == "rlt:{abc}:tier"
     assert names.used_key("abc") == "rlt:{abc}:used"
     assert names.client_bucket("10.0.0.1") == "ip:10.0.0.1"

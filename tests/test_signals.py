@@ -89,12 +89,24 @@ def test_global_shadow_setting(api, free_tier, settings):
     assert api.get(URL).status_code == 429
 
 
-def test_tier_lookup_survives_a_store_outage(account, raw_key, broken_store):
-    from ratelimit_tiers.policies import tier_of
+def test_a_refusal_takes_its_tier_from_the_stores_answer(backend, api, free_tier, django_assert_num_queries):
+    # The store answers the decision with the key's tier and shadow flag: a refusal
+    # reads no tier of its own, from the store or the database.
+    free_tier.limit = 1
+    free_tier.save()
+    assert api.get(URL).status_code == 200  # Loads the key's identity and policy.
+    throttled = []
 
-    prefix = raw_key.split(".")[0]
-    assert tier_of(prefix) == ("Free", False)
-    assert tier_of("nosuchprefix") == ("", False)
+    def on_throttled(sender, tier, shadow, **kwargs):
+        throttled.append((tier, shadow))
+
+    request_throttled.connect(on_throttled, sender=TierRateThrottle)
+    try:
+        with django_assert_num_queries(0):
+            assert api.get(URL).status_code == 429
+    finally:
+        request_throttled.disconnect(on_throttled, sender=TierRateThrottle)
+    assert throttled == [("Free", False)]
 
 
 def test_last_used_is_written_at_most_once_a_minute(api):

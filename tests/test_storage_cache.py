@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
-from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.models import APIKey, Tier
+from ratelimit_tiers.names import policy_key
 from ratelimit_tiers.storage.cache import CacheStorage
 
 pytestmark = pytest.mark.django_db
@@ -61,3 +64,19 @@ def test_every_admitted_reset_is_when_remaining_next_grows(storage, raw_key):
     assert storage.peek(prefix, "read").decision.remaining == 58
     storage.timer.now = START + 60 + decision.reset_after
     assert storage.peek(prefix, "read").decision.remaining == 59
+
+
+def test_a_policy_stored_without_a_shadow_flag_is_loaded_again(storage, raw_key, free_tier):
+    # One pickled before policies carried their shadow flag (an upgrade): the
+    # tier's flag must never be taken as off for want of the attribute.
+    prefix = APIKey.objects.get().prefix
+    outcome = storage.hit(prefix, "read")
+    assert (outcome.tier, outcome.shadow) == ("Free", False)
+    Tier.objects.filter(pk=free_tier.pk).update(shadow=True)  # No signal: the stored policy stays.
+    assert storage.hit(prefix, "read").shadow is False
+    generation, policy = storage.cache.get(policy_key(prefix))
+    older = copy.copy(policy)
+    del older.__dict__["shadow"]
+    storage.cache.set(policy_key(prefix), (generation, older))
+    outcome = storage.hit(prefix, "read")
+    assert (outcome.tier, outcome.shadow, outcome.decision.remaining) == ("Free", True, 57)

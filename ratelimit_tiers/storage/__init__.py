@@ -11,9 +11,9 @@ from django.utils.module_loading import import_string
 
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.storage.backends import DUMMY, OTHER, REDIS, cache_kind
-from ratelimit_tiers.storage.base import Outcome, Storage
+from ratelimit_tiers.storage.base import Outcome, Storage, Unusable, Verdict
 
-__all__ = ["Outcome", "Storage", "get_storage"]
+__all__ = ["Outcome", "Storage", "Unusable", "Verdict", "get_storage"]
 
 
 def get_storage() -> Storage:

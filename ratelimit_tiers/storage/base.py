@@ -4,19 +4,38 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import ClassVar, TypeAlias
 
 from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES, Decision, Rate
 from ratelimit_tiers.errors import wrap_errors as wrap_errors  # Where the storages find it.
-from ratelimit_tiers.names import bucket_key
+from ratelimit_tiers.names import ACTIVE, bucket_key
 from ratelimit_tiers.names import generation_key as generation_key  # Where redis.py finds it.
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """A key's state (see ``policies``) and, for an active key, the decision."""
+class Verdict:
+    """The store's answer on an active key, complete: the decision, the key's tier and its shadow flag.
+
+    ``shadow`` is the tier's own flag, as stored with the key's policy
+    (``RATELIMIT_TIERS_SHADOW`` is the throttle's to add).
+    """
+
+    decision: Decision
+    tier: str = ""
+    shadow: bool = False
+    #: A decision is only ever taken on an active key.
+    state: ClassVar[str] = ACTIVE
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """The store's answer on a key that cannot be used: its state (a ``names.KeyState``), no decision."""
 
     state: str
-    decision: Decision | None = None
+
+
+#: What a check answers: a :class:`Verdict` (admitted or refused) or an :class:`Unusable` key.
+Outcome: TypeAlias = Verdict | Unusable
 
 
 #: Seconds a policy generation outlives the eviction that set it: far longer

@@ -16,6 +16,8 @@ from ratelimit_tiers.storage.base import (
     INSTALL_ATTEMPTS,
     Outcome,
     Storage,
+    Unusable,
+    Verdict,
     new_generation,
     stamp_ms,
     wrap_errors,
@@ -94,11 +96,11 @@ class CacheStorage(Storage):
         policy = self._policy(prefix)
         now = int(self.timer() * 1000)
         if policy.state != ACTIVE:
-            return Outcome(policy.state)
+            return Unusable(policy.state)
         if policy.expires_at and now >= policy.expires_at * 1000:
-            return Outcome(EXPIRED)
+            return Unusable(EXPIRED)
         base = bucket_key(prefix, category, COUNTER)
-        return Outcome(ACTIVE, self._count(base, policy.rate(category), now, charge))
+        return Verdict(self._count(base, policy.rate(category), now, charge), policy.tier, policy.shadow)
 
     def give_back(self, prefix: str, category: str, decision: Decision) -> bool:
         # The admission's window counter, whether it is still the current one or now the previous.
@@ -143,6 +145,12 @@ class CacheStorage(Storage):
 
 
 def _stored_policy(value: Any) -> tuple[str | None, Policy] | None:
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Policy):
+    # A policy stored before policies carried their shadow flag is loaded again.
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[1], Policy)
+        and "shadow" in vars(value[1])
+    ):
         return value[0], value[1]
     return None

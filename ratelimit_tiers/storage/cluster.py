@@ -20,7 +20,8 @@ from redis.retry import Retry
 
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.storage.base import wrap_errors
-from ratelimit_tiers.storage.redis import SCRIPT, SCRIPT_SHA, RedisStorage, ScriptCall
+from ratelimit_tiers.storage.redis import SCRIPT, SCRIPT_SHA, RedisStorage
+from ratelimit_tiers.storage.transport import ScriptCall
 
 #: Applied unless the setting says otherwise: a dead node must cost
 #: milliseconds, not redis-py's default retries with exponential backoff.

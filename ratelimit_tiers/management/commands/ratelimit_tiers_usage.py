@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ratelimit_tiers.algorithms import CATEGORIES
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import Account, APIKey
-from ratelimit_tiers.storage import get_storage
+from ratelimit_tiers.storage import Unusable, get_storage
 
 COLUMNS = ("account", "key", "name", "status", "category", "limit", "remaining", "reset")
 
@@ -36,11 +36,11 @@ class Command(BaseCommand):
             for key in keys:
                 for category in CATEGORIES:
                     outcome = storage.peek(key.prefix, category)
-                    decision = outcome.decision
                     base = (key.account.name, key.prefix, key.name, key.status, category)
-                    if decision is None:
+                    if isinstance(outcome, Unusable):
                         rows.append((*base, "-", "-", "-"))
                         continue
+                    decision = outcome.decision
                     reset = max(0, math.ceil(decision.reset_at - time.time()))
                     rows.append((*base, str(decision.limit), str(decision.remaining), f"{reset}s"))
         except StorageUnavailable as exc:
