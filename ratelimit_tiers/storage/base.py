@@ -1,3 +1,5 @@
+"""The storage contract: what the limiter asks of a store (:class:`Storage`) and what it answers (:data:`Outcome`)."""
+
 from __future__ import annotations
 
 import secrets

@@ -1,3 +1,5 @@
+"""The sliding-window counter on any Django cache, through its atomic ``add``/``incr``."""
+
 from __future__ import annotations
 
 import time

@@ -1,3 +1,5 @@
+"""``DummyCache``: nothing can be counted, so every check fails as an outage, said once per process."""
+
 from __future__ import annotations
 
 import logging

@@ -1,3 +1,5 @@
+"""Redis: each check is one script call (``scripts/``) on the server's clock, exact or counter."""
+
 from __future__ import annotations
 
 import hashlib

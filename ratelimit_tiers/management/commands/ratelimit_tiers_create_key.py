@@ -1,3 +1,5 @@
+"""``manage.py ratelimit_tiers_create_key``: issue a key, printing its secret once."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,3 +1,5 @@
+"""``manage.py ratelimit_tiers_reset_key``: a key's counters back to a full quota."""
+
 from __future__ import annotations
 
 from typing import Any

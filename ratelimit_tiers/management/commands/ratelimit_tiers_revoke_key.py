@@ -1,3 +1,5 @@
+"""``manage.py ratelimit_tiers_revoke_key``: revoke a key, for good."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,3 +1,5 @@
+"""``manage.py ratelimit_tiers_rotate_key``: a new key, the old one kept for a grace period."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -1,3 +1,5 @@
+"""``manage.py ratelimit_tiers_usage``: each key's live usage, read from the store."""
+
 from __future__ import annotations
 
 import math
