@@ -1,4 +1,4 @@
-"""The storage contract: what the limiter asks of a store (:class:`Storage`), and its answer (:data:`Outcome`)."""
+"""The storage contract: what the limiter asks a store (:class:`Storage`) and its answer (:data:`Outcome`)."""
 
 from __future__ import annotations
 
