@@ -68,7 +68,8 @@ def add_key(page: Page, url: str, account: str, name: str) -> str:
     page.goto(f"{url}/admin/ratelimit_tiers/apikey/add/")
     page.select_option("#id_account", label=account)
     page.fill("#id_name", name)
-    page.click("input[name=_save]")
+    with page.expect_navigation():
+        page.click("input[name=_save]")
     return new_key_on(page)
 
 
@@ -85,15 +86,17 @@ def log_in(page: Page, url: str, username: str, password: str) -> None:
     page.goto(f"{url}/admin/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", password)
-    page.click("input[type=submit]")
-    assert page.locator("#site-name").is_visible()
+    with page.expect_navigation():
+        page.click("input[type=submit]")
+    assert page.locator("#user-tools").is_visible()  # Logged in: the login page has no user tools.
 
 
 def run_action(page: Page, url: str, key: APIKey, action: str) -> str:
     page.goto(f"{url}/admin/ratelimit_tiers/apikey/")
     page.check(f"input[name=_selected_action][value='{key.pk}']")
     page.select_option("select[name=action]", action)
-    page.click("button[name=index]")
+    with page.expect_navigation():  # Read the page that answers the action, not the list it left.
+        page.click("button[name=index]")
     return page.locator("#main").inner_text()
 
 
@@ -122,7 +125,8 @@ def test_operator_tour(page, live_server, django_user_model):
     raw_key = add_key(page, url, "Globex", "web")
     shot(page, "key-created")
     key = APIKey.objects.get(prefix=raw_key.split(".")[0])
-    page.click("a.rlt-back")
+    with page.expect_navigation():
+        page.click("a.rlt-back")
     assert raw_key.split(".")[1] not in page.content()  # ...and never again.
     page.goto(f"{url}/admin/ratelimit_tiers/apikey/{key.pk}/change/")
     assert raw_key.split(".")[1] not in page.content()
