@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
@@ -22,11 +23,12 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
-from ratelimit_tiers.algorithms import CATEGORIES, EXACT_MAX_LIMIT, algorithm_for
+from ratelimit_tiers import categories
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
-from ratelimit_tiers.models import Account, APIKey, Tier
+from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
 from ratelimit_tiers.names import KeyStatus
+from ratelimit_tiers.rules import Rule
 from ratelimit_tiers.storage import Unusable, get_storage
 
 #: By a key's status; also names the store's key states they share (``live_usage``).
@@ -57,94 +59,87 @@ STATUS_COLORS = {
 }
 
 
-def live_usage(prefix: str) -> SafeString:
-    """The key's usage per category in the current window, read from the limiter store (no SQL when warm)."""
+def live_usage(key: APIKey) -> SafeString:
+    """The key's usage of each rule it meets, per category in use, read from the limiter store."""
     storage = get_storage()
     rows = []
     try:
-        for category in CATEGORIES:
-            outcome = storage.peek(prefix, category)
+        for category in categories.in_use(key.account.effective_rules()):
+            outcome = storage.peek(key.prefix, key.account_id, category)
             if isinstance(outcome, Unusable):
                 return format_html("<em>{}</em>", STATUS_LABELS.get(outcome.state, outcome.state))
-            decision = outcome.decision
-            rows.append(
-                (
-                    category,
-                    decision.limit - decision.remaining,
-                    decision.limit,
-                    decision.remaining,
-                    max(0, math.ceil(decision.reset_at - time.time())),
+            for decision in outcome.decisions:
+                rows.append(
+                    (
+                        category,
+                        decision.policy,
+                        decision.limit - decision.remaining,
+                        decision.limit,
+                        decision.remaining,
+                        max(0, math.ceil(decision.reset_at - time.time())),
+                    )
                 )
-            )
     except StorageUnavailable:
         return format_html("<em>{}</em>", gettext("rate-limit store unavailable"))
     return format_html_join(
         "",
-        '<div class="rlt-usage">{}: {} / {} used, {} left, resets in {} s</div>',
+        '<div class="rlt-usage">{} ({}): {} / {} used, {} left, resets in {} s</div>',
         rows,
     )
 
 
+def _until(until: float | None) -> str:
+    if until is None:
+        return ""
+    moment = datetime.fromtimestamp(until, tz=timezone.get_current_timezone())
+    return gettext("until %(time)s") % {"time": moment.isoformat(timespec="seconds")}
+
+
+class LimitRuleInline(admin.TabularInline):
+    model = LimitRule
+    fields = ["category", "count", "window_seconds", "calendar", "scope", "algorithm"]
+    extra = 0
+
+
+class OverrideInline(LimitRuleInline):
+    fields = [*LimitRuleInline.fields, "until"]
+    verbose_name = _("override")
+    verbose_name_plural = _("overrides (replace the tier's rule of the same category, period and scope)")
+
+
+def describe_rules(rules: Iterable[Rule], *, origin: bool = False) -> SafeString:
+    rows = [
+        (
+            rule.rate,
+            rule.category or gettext("every category"),
+            rule.scope,
+            (rule.origin if origin else ""),
+            _until(rule.until),
+        )
+        for rule in rules
+    ]
+    return format_html_join("", '<div class="rlt-rule">{} · {} · per {} {} {}</div>', rows)
+
+
 @admin.register(Tier)
 class TierAdmin(admin.ModelAdmin):
-    list_display = [
-        "name",
-        "limit",
-        "window_seconds",
-        "read_limit",
-        "write_limit",
-        "delete_limit",
-        "auth_limit",
-        "algorithm",
-        "shadow",
-        "account_count",
-    ]
-    list_editable = ["limit"]
-    list_filter = ["shadow", "algorithm"]
+    list_display = ["name", "limits", "shadow", "account_count"]
+    list_filter = ["shadow"]
     search_fields = ["name"]
-    readonly_fields = ["algorithm_in_use"]
-    fieldsets = [
-        (
-            None,
-            {
-                "fields": [
-                    *("name", "description", "limit", "window_seconds"),
-                    *("algorithm", "algorithm_in_use", "shadow"),
-                ]
-            },
-        ),
-        (
-            _("Per-category limits"),
-            {
-                "fields": ["read_limit", "write_limit", "delete_limit", "auth_limit"],
-                "description": _("Leave empty to use the tier's limit."),
-            },
-        ),
-    ]
+    fields = ["name", "description", "shadow"]
+    inlines = [LimitRuleInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tier]:
         queryset: QuerySet[Tier] = super().get_queryset(request)
-        return queryset.annotate(_account_count=Count("accounts"))
+        return queryset.annotate(_account_count=Count("accounts")).prefetch_related("rules")
 
     @admin.display(description=_("accounts"), ordering="_account_count")
     def account_count(self, obj: Any) -> int:
         return int(obj._account_count)
 
-    @admin.display(description=_("algorithm in use"))
-    def algorithm_in_use(self, obj: Tier) -> str:
-        """What the store runs per category: the exact log keeps at most EXACT_MAX_LIMIT stamps."""
-        chosen = obj.algorithm or conf.ALGORITHM
-        note = gettext(
-            "The exact log keeps at most %(count)s requests per window; larger limits use the counter."
-        )
-        note %= {"count": f"{EXACT_MAX_LIMIT:,}"}
-        if obj.limit is None:
-            return note
-        switched = [c for c in CATEGORIES if algorithm_for(chosen, obj.category_limit(c)) != chosen]
-        if not switched:
-            return f"{chosen}. {note}"
-        used = gettext("%(algorithm)s, but counter for %(categories)s.")
-        return f"{used % {'algorithm': chosen, 'categories': ', '.join(switched)}} {note}"
+    @admin.display(description=_("limit rules"))
+    def limits(self, obj: Tier) -> SafeString:
+        return describe_rules(rule.as_rule() for rule in obj.rules.all())
 
 
 class KeyColumns:
@@ -156,7 +151,7 @@ class KeyColumns:
 
     @admin.display(description=_("usage in the current window"))
     def usage(self, obj: APIKey) -> SafeString:
-        return live_usage(obj.prefix)
+        return live_usage(obj)
 
 
 class APIKeyInline(KeyColumns, admin.TabularInline):
@@ -204,10 +199,17 @@ class StatusFilter(admin.SimpleListFilter):
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
-    list_display = ["name", "tier", "limit_override", "is_active", "key_count", "created"]
+    list_display = ["name", "tier", "is_active", "key_count", "created"]
     list_filter = ["tier", "is_active", "tier__shadow"]
     search_fields = ["name", "api_keys__prefix", "api_keys__name"]
-    inlines = [APIKeyInline]
+    readonly_fields = ["effective_rules"]
+    inlines = [OverrideInline, APIKeyInline]
+
+    @admin.display(description=_("effective rules"))
+    def effective_rules(self, obj: Account) -> SafeString:
+        if obj.pk is None:
+            return format_html("")
+        return describe_rules(obj.effective_rules(), origin=True)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
         queryset: QuerySet[Account] = super().get_queryset(request)
@@ -350,7 +352,7 @@ class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
         keys = list(queryset)
         try:
             for key in keys:
-                storage.clear(key.prefix)
+                storage.clear(key.prefix, key.account_id, categories.in_use(key.account.effective_rules()))
         except StorageUnavailable as exc:
             self.message_user(
                 request, _("The rate-limit store is unavailable: %(error)s") % {"error": exc}, messages.ERROR

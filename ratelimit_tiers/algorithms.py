@@ -99,6 +99,10 @@ class Decision:
     remaining: int
     reset_after: float
     now: float
+    #: The name of the rule that decided (``rules.Rule.name``); ``""`` for an ad-hoc bucket.
+    policy: str = ""
+    #: Whether that rule is a calendar quota (its 429 says ``quota_exceeded``).
+    quota: bool = False
 
     @property
     def reset_at(self) -> int:
@@ -111,55 +115,85 @@ class Decision:
         return max(1, math.ceil(self.reset_after))
 
 
+def headline(decisions: Sequence[Decision]) -> Decision:
+    """The decision of several rules that ``X-RateLimit-*`` describe.
+
+    On a refusal, the refusing rule with the longest wait (``Retry-After``
+    agrees with it). Otherwise the rule with the fewest requests remaining;
+    on a tie, the one whose reset comes last, then the one with the smallest
+    limit.
+    """
+    refused = [decision for decision in decisions if not decision.allowed]
+    if refused:
+        return max(refused, key=lambda d: d.reset_after)
+    return min(decisions, key=lambda d: (d.remaining, -d.reset_after, d.limit))
+
+
 def exact_decide(
-    stamps: Sequence[int], now: int, rate: Rate, *, charge: bool = True, stamp: int | None = None
+    stamps: Sequence[int],
+    now: int,
+    rate: Rate,
+    *,
+    charge: bool = True,
+    stamp: int | None = None,
+    cost: int = 1,
 ) -> tuple[Decision, tuple[int, ...]]:
     """Sliding log over the last ``limit`` admitted timestamps (oldest first).
 
     Times are integer milliseconds, as in the Lua script
     (``storage/scripts/exact.lua``), so no rounding can admit early. A request
-    is admitted iff fewer than ``limit`` requests were admitted in the last
-    ``window`` seconds, i.e. the oldest kept stamp is at least ``window`` old.
-    An admission keeps ``stamp``, by default ``now``: the script reads its
-    clock rounded down and stamps it rounded up (``now`` or ``now + 1``), so a
-    stamp can only look younger. With ``charge`` false the decision is only a
-    look: nothing is kept. ``reset_after`` is until ``remaining`` next grows
-    (the oldest live stamp leaves the window), 0 when none is live. Returns
-    the decision and the stamps to keep.
+    of ``cost`` is admitted iff at most ``limit - cost`` requests were admitted
+    in the last ``window`` seconds; it keeps ``cost`` copies of ``stamp``, by
+    default ``now``: the script reads its clock rounded down and stamps it
+    rounded up (``now`` or ``now + 1``), so a stamp can only look younger.
+    With ``charge`` false the decision is only a look: nothing is kept.
+    ``reset_after`` is until ``remaining`` next grows (the oldest live stamp
+    leaves the window), 0 when none is live; on a refusal, until the request
+    would be admitted. Returns the decision and the stamps to keep.
     """
     limit, window = rate.limit, rate.window * 1000
-    if limit <= 0:
+    if limit <= 0 or cost > limit:
         return _decision(False, rate, 0, window, now), tuple(stamps)
     kept = tuple(stamps[-limit:])
-    if len(kept) == limit and now - kept[0] < window:
-        return _decision(False, rate, 0, kept[0] + window - now, now), kept
-    if charge:
-        kept = (*kept, now if stamp is None else stamp)[-limit:]
     live = [t for t in kept if now - t < window]
+    if len(live) + cost > limit:
+        # Until enough of the oldest live stamps leave the window to make room for `cost`.
+        return _decision(
+            False, rate, limit - len(live), live[len(live) + cost - limit - 1] + window - now, now
+        ), kept
+    if charge:
+        kept = (*kept, *[now if stamp is None else stamp] * cost)[-limit:]
+        live = [t for t in kept if now - t < window]
     reset = live[0] + window - now if live else 0
     return _decision(True, rate, limit - len(live), reset, now), kept
 
 
-def counter_decide(previous: int, current: int, now: int, rate: Rate, *, charge: bool = True) -> Decision:
+def counter_decide(
+    previous: int, current: int, now: int, rate: Rate, *, charge: bool = True, cost: int = 1
+) -> Decision:
     """Sliding-window counter: the previous fixed window's count, weighted by
     how much of it still overlaps the sliding window, plus the current one's.
 
-    ``current`` excludes this request; ``now`` is in milliseconds. Admitted iff
-    the weighted count plus this request fits in ``limit``. Memory is two
-    integers, but in any span of ``window`` seconds up to ``2 * limit``
-    requests can be admitted (each of the two fixed windows it overlaps
-    admits at most ``limit``). With ``charge`` false the decision is only a
-    look: ``remaining`` and ``reset_after`` leave this request uncounted.
+    ``current`` excludes this request; ``now`` is in milliseconds. A request
+    of ``cost`` is admitted iff the weighted count plus ``cost`` fits in
+    ``limit``. Memory is two integers, but in any span of ``window`` seconds
+    up to ``2 * limit`` requests can be admitted (each of the two fixed
+    windows it overlaps admits at most ``limit``). With ``charge`` false the
+    decision is only a look: ``remaining`` and ``reset_after`` leave this
+    request uncounted.
     """
     limit, window = rate.limit, rate.window * 1000
     elapsed = now % window
     weighted = previous * (window - elapsed) / window + current
-    if limit > 0 and weighted + 1 <= limit:
-        counted = current + 1 if charge else current
-        remaining = math.floor(limit - weighted - 1) if charge else math.floor(limit - weighted)
+    if 0 < cost <= limit and weighted + cost <= limit:
+        counted = current + cost if charge else current
+        remaining = math.floor(limit - weighted - cost) if charge else math.floor(limit - weighted)
         reset = counter_wait(previous, counted, elapsed, rate, remaining + 1) if remaining < limit else 0
         return _decision(True, rate, remaining, reset, now)
-    return _decision(False, rate, 0, counter_wait(previous, current, elapsed, rate), now)
+    remaining = max(0, min(limit, math.floor(limit - weighted)))
+    if cost > limit:
+        return _decision(False, rate, remaining, window, now)
+    return _decision(False, rate, remaining, counter_wait(previous, current, elapsed, rate, cost), now)
 
 
 def counter_wait(previous: int, current: int, elapsed: int, rate: Rate, room: int = 1) -> int:
@@ -180,6 +214,23 @@ def counter_wait(previous: int, current: int, elapsed: int, rate: Rate, room: in
         return max(1, decayed - elapsed)
     # In the next window, where this window's count becomes the decaying one.
     return window - elapsed + math.ceil(window * (current - limit + room) / current)
+
+
+def quota_decide(
+    used: int, now: int, start: int, end: int, limit: int, *, charge: bool = True, cost: int = 1
+) -> Decision:
+    """A calendar quota: at most ``limit`` in the period ``[start, end)`` (ms), ``used`` so far.
+
+    A request of ``cost`` is admitted iff ``used + cost`` fits. Nothing comes
+    back before the period ends, so ``reset_after`` is until ``end`` (0 while
+    nothing is used, as for the windows).
+    """
+    window = max(1, (end - start) // 1000)
+    if 0 < cost <= limit and used + cost <= limit:
+        counted = used + cost if charge else used
+        reset = (end - now) / 1000 if counted else 0
+        return Decision(True, limit, window, limit - counted, reset, now / 1000, quota=True)
+    return Decision(False, limit, window, max(0, limit - used), (end - now) / 1000, now / 1000, quota=True)
 
 
 def _decision(allowed: bool, rate: Rate, remaining: int, reset_ms: int, now_ms: int) -> Decision:

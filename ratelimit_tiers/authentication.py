@@ -10,6 +10,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from ratelimit_tiers import crypto, key_state
+from ratelimit_tiers.algorithms import READ
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import DatabaseUnavailable, StorageUnavailable
@@ -52,7 +53,7 @@ class APIKeyAuthentication(BaseAuthentication):
             if identity is None or not crypto.verify_secret(secret, identity.hashed_secret):
                 raise refuse(request, fail(UNKNOWN_KEY))
             if not self._state_checked_by_throttle(request):
-                state = self._state(prefix)
+                state = self._state(prefix, identity.account_id)
                 if state != ACTIVE:
                     raise refuse(request, fail(state))
         except DatabaseError as exc:  # A 503 to retry, not a 500.
@@ -93,10 +94,10 @@ class APIKeyAuthentication(BaseAuthentication):
         return identity
 
     @staticmethod
-    def _state(prefix: str) -> str:
+    def _state(prefix: str, account: int) -> str:
         """The key's state for a view the throttle does not check: from the store, else the database."""
         try:
-            return guarded(lambda: get_storage().peek(prefix, "read").state)
+            return guarded(lambda: get_storage().peek(prefix, account, READ).state)
         except StorageUnavailable as exc:
             return key_state.without_store(prefix, exc)  # As the throttle does.
 

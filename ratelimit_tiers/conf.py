@@ -110,6 +110,11 @@ class Settings:
         return self._get("TRUSTED_PROXIES", 0)  # type: ignore[no-any-return]
 
     @property
+    def QUOTA_TIMEZONE(self) -> str:
+        """IANA time zone whose midnights start calendar quotas' days, weeks (Mondays) and months."""
+        return self._get("QUOTA_TIMEZONE", "UTC")  # type: ignore[no-any-return]
+
+    @property
     def REDIS_CLUSTER(self) -> str | dict[str, Any] | None:
         """URL of a cluster node, or ``RedisCluster`` keyword arguments, for ``RedisClusterStorage``."""
         return self._get("REDIS_CLUSTER", None)  # type: ignore[no-any-return]

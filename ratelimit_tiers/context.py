@@ -20,10 +20,16 @@ ATTRIBUTE = "ratelimit"
 
 @dataclass(frozen=True)
 class RateLimitContext:
-    """The decision on a request and the endpoint category it was counted in."""
+    """The decision on a request and the endpoint category it was counted in.
+
+    ``decision`` is the one the ``X-RateLimit-*`` headers describe
+    (:func:`~ratelimit_tiers.algorithms.headline`); ``decisions`` holds the
+    decision of every rule the request met.
+    """
 
     decision: Decision
     category: str
+    decisions: tuple[Decision, ...] = ()
 
 
 def attach(request: Any, context: RateLimitContext) -> None:

@@ -24,6 +24,14 @@ class CircuitOpen(StorageUnavailable):
     """The store failed repeatedly and is being skipped for a cool-down (see ``breaker``)."""
 
 
+class CostExceedsLimit(RatelimitTiersError):
+    """A request costs more than one of its rules can ever admit (``ratelimit_cost`` > the count)."""
+
+    def __init__(self, cost: int, count: int, rule: str) -> None:
+        super().__init__(f"the request costs {cost}, more than the {count} of rule {rule!r}")
+        self.cost, self.count, self.rule = cost, count, rule
+
+
 @contextmanager
 def wrap_errors() -> Iterator[None]:
     """Raise what a store's backend raised as :class:`StorageUnavailable`."""

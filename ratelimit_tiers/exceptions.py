@@ -10,13 +10,15 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, Throttled
 
 from ratelimit_tiers.algorithms import Decision
-from ratelimit_tiers.errors import CircuitOpen, RatelimitTiersError, StorageUnavailable
+from ratelimit_tiers.errors import CircuitOpen, CostExceedsLimit, RatelimitTiersError, StorageUnavailable
 
 __all__ = [
     "CircuitOpen",
+    "CostExceedsLimit",
     "DatabaseUnavailable",
     "RateLimited",
     "RatelimitTiersError",
+    "RequestTooExpensive",
     "StorageUnavailable",
     "StoreUnavailable",
     "Unavailable",
@@ -38,17 +40,44 @@ class RateLimited(Throttled):
         # wait=None: DRF would append its own sentence to the detail.
         super().__init__(wait=None)
         # Set after __init__, which would turn the numbers into strings.
+        numbers = {"limit": decision.limit, "window": decision.window}
         body: dict[str, Any] = {
-            "code": self.default_code,
-            "detail": _("Rate limit exceeded: %(limit)d requests per %(window)d seconds.")
-            % {"limit": decision.limit, "window": decision.window},
-            "limit": decision.limit,
-            "window": decision.window,
+            "code": "quota_exceeded" if decision.quota else self.default_code,
+            "detail": (
+                _("Quota exceeded: %(limit)d requests per period of %(window)d seconds.")
+                if decision.quota
+                else _("Rate limit exceeded: %(limit)d requests per %(window)d seconds.")
+            )
+            % numbers,
+            **numbers,
             "retry_after": seconds,
             "reset": decision.reset_at,
         }
+        if decision.policy:
+            body["policy"] = decision.policy
         self.detail = body
         self.wait = seconds
+
+
+class RequestTooExpensive(APIException):
+    """403: the request costs more than a rule of the key admits in a whole period: no retry will do."""
+
+    status_code = status.HTTP_403_FORBIDDEN
+    default_code = "cost_exceeds_limit"
+
+    def __init__(self, error: CostExceedsLimit) -> None:
+        super().__init__()
+        body: dict[str, Any] = {
+            "code": self.default_code,
+            "detail": _(
+                "This request costs %(cost)d, more than the %(count)d a period of rule %(rule)s admits."
+            )
+            % {"cost": error.cost, "count": error.count, "rule": error.rule},
+            "cost": error.cost,
+            "limit": error.count,
+            "policy": error.rule,
+        }
+        self.detail = body
 
 
 class Unavailable(APIException):

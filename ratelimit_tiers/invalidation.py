@@ -12,19 +12,20 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from ratelimit_tiers.errors import StorageUnavailable
 from ratelimit_tiers.identity import identities
 from ratelimit_tiers.key_state import states
-from ratelimit_tiers.models import Account, APIKey, Tier, keys_changed
+from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier, keys_changed
 from ratelimit_tiers.storage import get_storage
 
 logger = logging.getLogger("ratelimit_tiers")
 
 
-def evict(prefixes: Iterable[str]) -> None:
+def evict(keys: Iterable[tuple[str, int]]) -> None:
     """Drop cached policies now and again once the transaction commits.
 
     A request racing the save may reload the old row before the commit and
@@ -32,38 +33,52 @@ def evict(prefixes: Iterable[str]) -> None:
     also gives the keys a new generation, so a load that read the row before
     it can never install its policy after it (see ``Storage.forget``).
     """
-    prefixes = list(prefixes)
-    if prefixes:
-        _forget(prefixes)
-        transaction.on_commit(lambda: _forget(prefixes))
+    keys = list(keys)
+    if keys:
+        _forget(keys)
+        transaction.on_commit(lambda: _forget(keys))
 
 
-def _forget(prefixes: list[str]) -> None:
+def _forget(keys: list[tuple[str, int]]) -> None:
     try:
-        get_storage().forget(prefixes)
+        get_storage().forget(keys)
     except StorageUnavailable as exc:
         # The save itself must not fail; stale policies expire after POLICY_TIMEOUT.
-        logger.warning("Could not evict %d rate-limit policies: %s", len(prefixes), exc)
+        logger.warning("Could not evict %d rate-limit policies: %s", len(keys), exc)
+
+
+KEY_FIELDS = ("prefix", "account_id")
 
 
 @receiver([post_save, post_delete], sender=Tier, dispatch_uid="rlt_evict_tier")
 def _tier_changed(instance: Tier, **kwargs: Any) -> None:
-    evict(APIKey.objects.filter(account__tier_id=instance.pk).values_list("prefix", flat=True))
+    evict(APIKey.objects.filter(account__tier_id=instance.pk).values_list(*KEY_FIELDS))
 
 
 @receiver([post_save, post_delete], sender=Account, dispatch_uid="rlt_evict_account")
 def _account_changed(instance: Account, **kwargs: Any) -> None:
-    evict(APIKey.objects.filter(account_id=instance.pk).values_list("prefix", flat=True))
+    evict(APIKey.objects.filter(account_id=instance.pk).values_list(*KEY_FIELDS))
+
+
+@receiver([post_save, post_delete], sender=LimitRule, dispatch_uid="rlt_evict_rule")
+def _rule_changed(instance: LimitRule, **kwargs: Any) -> None:
+    owner = (
+        Q(account__tier_id=instance.tier_id)
+        if instance.tier_id is not None
+        else Q(account_id=instance.account_id)
+    )
+    keys = APIKey.objects.filter(owner)
+    evict(keys.values_list(*KEY_FIELDS))
 
 
 @receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_evict_key")
 def _key_changed(instance: APIKey, **kwargs: Any) -> None:
-    evict([instance.prefix])
+    evict([(instance.prefix, instance.account_id)])
 
 
 @receiver(keys_changed, dispatch_uid="rlt_evict_keys")
-def _keys_changed(prefixes: list[str], **kwargs: Any) -> None:
-    evict(prefixes)
+def _keys_changed(keys: list[tuple[str, int]], **kwargs: Any) -> None:
+    evict(keys)
 
 
 @receiver([post_save, post_delete], sender=Account, dispatch_uid="rlt_identities_account")

@@ -5,22 +5,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models, transaction
+from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
-from ratelimit_tiers import crypto
-from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES
+from ratelimit_tiers import crypto, rules
+from ratelimit_tiers.algorithms import ALGORITHMS
 from ratelimit_tiers.names import KeyStatus
+from ratelimit_tiers.rules import Rule
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
 
-#: Sent with ``prefixes`` by the writes of this module that bypass ``save()``
+#: Sent with ``keys`` (``(prefix, account_id)`` pairs) by the writes of this module that bypass ``save()``
 #: (:meth:`APIKeyQuerySet.revoke`), so that ``invalidation`` evicts those keys.
 keys_changed = Signal()
 
@@ -28,20 +30,9 @@ ALGORITHM_CHOICES = [("", _("Default (RATELIMIT_TIERS_ALGORITHM)"))] + [(a, a) f
 
 
 class Tier(models.Model):
-    """A plan: how many requests per window, optionally per endpoint category."""
+    """A plan: its limit rules (:class:`LimitRule`) apply to every key of its accounts."""
 
     name = models.CharField(_("name"), max_length=100, unique=True)
-    limit = models.PositiveIntegerField(_("requests per window"))
-    window_seconds = models.PositiveIntegerField(
-        _("window (seconds)"), default=60, validators=[MinValueValidator(1)]
-    )
-    read_limit = models.PositiveIntegerField(_("read limit"), null=True, blank=True)
-    write_limit = models.PositiveIntegerField(_("write limit"), null=True, blank=True)
-    delete_limit = models.PositiveIntegerField(_("delete limit"), null=True, blank=True)
-    auth_limit = models.PositiveIntegerField(_("auth limit"), null=True, blank=True)
-    algorithm = models.CharField(
-        _("algorithm"), max_length=16, choices=ALGORITHM_CHOICES, blank=True, default=""
-    )
     description = models.CharField(_("description"), max_length=255, blank=True)
     shadow = models.BooleanField(
         _("shadow mode"),
@@ -50,34 +41,19 @@ class Tier(models.Model):
     )
 
     class Meta:
-        ordering = ["limit", "name"]
+        ordering = ["pk"]
         verbose_name = _("tier")
         verbose_name_plural = _("tiers")
 
     def __str__(self) -> str:
         return self.name
 
-    def clean(self) -> None:
-        if self.window_seconds is not None and self.window_seconds < 1:
-            raise ValidationError({"window_seconds": _("The window must be at least 1 second.")})
-
-    def category_limit(self, category: str) -> int:
-        """The category's own limit, else the tier's ``limit``."""
-        value = getattr(self, f"{category}_limit")
-        return self.limit if value is None else int(value)
-
 
 class Account(models.Model):
-    """A customer: every key of an account inherits its limits."""
+    """A customer: every key of an account inherits its tier's rules and the account's own."""
 
     name = models.CharField(_("name"), max_length=200, unique=True)
     tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="accounts", verbose_name=_("tier"))
-    limit_override = models.PositiveIntegerField(
-        _("custom limit"),
-        null=True,
-        blank=True,
-        help_text=_("Replaces the tier's limits in every category (a negotiated deal)."),
-    )
     is_active = models.BooleanField(_("active"), default=True)
     created = models.DateTimeField(_("created"), auto_now_add=True)
 
@@ -89,10 +65,118 @@ class Account(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def limits(self) -> dict[str, int]:
-        if self.limit_override is not None:
-            return dict.fromkeys(CATEGORIES, self.limit_override)
-        return {category: self.tier.category_limit(category) for category in CATEGORIES}
+    def effective_rules(self, now: float | None = None) -> tuple[Rule, ...]:
+        """The rules that apply to the account's keys at ``now`` (Unix time; default: now)."""
+        moment = timezone.now().timestamp() if now is None else now
+        tier_rules = [rule.as_rule() for rule in self.tier.rules.all()]
+        return rules.effective(tier_rules, [rule.as_rule() for rule in self.rules.all()], moment)
+
+
+class LimitRule(models.Model):
+    """One limit of a tier, or an account's override: ``count`` requests per period.
+
+    A rule of an account replaces its tier's rule of the same category,
+    period and scope, or adds to them; until ``until``, if set.
+    """
+
+    tier = models.ForeignKey(
+        Tier, on_delete=models.CASCADE, null=True, blank=True, related_name="rules", verbose_name=_("tier")
+    )
+    account = models.ForeignKey(
+        Account,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="rules",
+        verbose_name=_("account"),
+    )
+    category = models.CharField(
+        _("category"),
+        max_length=50,
+        blank=True,
+        validators=[
+            RegexValidator(rules.CATEGORY_RE.pattern, _("Lowercase letters, digits, '.', '_' or '-'."))
+        ],
+        help_text=_("Empty: each category without a rule of its own for this period and scope."),
+    )
+    count = models.PositiveIntegerField(_("requests"), validators=[MinValueValidator(1)])
+    window_seconds = models.PositiveIntegerField(
+        _("sliding window (seconds)"), default=0, help_text=_("0 for a calendar quota.")
+    )
+    calendar = models.CharField(
+        _("calendar quota"),
+        max_length=5,
+        blank=True,
+        choices=[("", "—")] + [(c, _(c)) for c in rules.CALENDARS],
+    )
+    scope = models.CharField(
+        _("counted per"),
+        max_length=7,
+        choices=[(rules.KEY, _("API key")), (rules.ACCOUNT, _("account (all its keys together)"))],
+        default=rules.KEY,
+    )
+    algorithm = models.CharField(
+        _("algorithm"), max_length=16, choices=ALGORITHM_CHOICES, blank=True, default=""
+    )
+    until = models.DateTimeField(
+        _("until"), null=True, blank=True, help_text=_("An account's override stops applying then.")
+    )
+
+    class Meta:
+        ordering = ["tier", "account", "category", "scope", "calendar", "window_seconds"]
+        verbose_name = _("limit rule")
+        verbose_name_plural = _("limit rules")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(tier__isnull=False, account__isnull=True)
+                | Q(tier__isnull=True, account__isnull=False),
+                name="rlt_rule_one_owner",
+            ),
+            models.CheckConstraint(
+                condition=Q(window_seconds__gt=0, calendar="")
+                | Q(window_seconds=0, calendar__in=rules.CALENDARS),
+                name="rlt_rule_one_period",
+            ),
+            models.UniqueConstraint(
+                fields=["tier", "category", "window_seconds", "calendar", "scope"],
+                condition=Q(tier__isnull=False),
+                name="rlt_rule_unique_per_tier",
+            ),
+            models.UniqueConstraint(
+                fields=["account", "category", "window_seconds", "calendar", "scope"],
+                condition=Q(account__isnull=False),
+                name="rlt_rule_unique_per_account",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        rule = self.as_rule()
+        return f"{rule.rate} ({rule.name})"
+
+    def clean(self) -> None:
+        if (self.tier_id is None) == (self.account_id is None):
+            raise ValidationError(_("A rule belongs to a tier or to an account."))
+        if bool(self.window_seconds) == bool(self.calendar):
+            raise ValidationError(_("Give a sliding window in seconds, or a calendar quota, not both."))
+        if self.calendar and self.algorithm:
+            raise ValidationError(
+                {"algorithm": _("A calendar quota is a counter: leave the algorithm empty.")}
+            )
+        if self.until is not None and self.account_id is None:
+            raise ValidationError({"until": _("Only an account's override can end.")})
+
+    def as_rule(self) -> Rule:
+        until: datetime | None = self.until
+        return Rule(
+            count=self.count,
+            window=self.window_seconds,
+            calendar=self.calendar,
+            category=self.category,
+            scope=self.scope,
+            algorithm=self.algorithm,
+            until=until.timestamp() if until is not None else None,
+            origin="account" if self.account_id is not None else "tier",
+        )
 
 
 class APIKeyQuerySet(models.QuerySet["APIKey"]):
@@ -104,9 +188,11 @@ class APIKeyQuerySet(models.QuerySet["APIKey"]):
         them (now and again when the transaction commits), like ``save()``.
         """
         with transaction.atomic():
-            rows = list(self.filter(revoked=False).select_for_update().values_list("pk", "prefix"))
-            count = self.model._default_manager.filter(pk__in=[pk for pk, _ in rows]).update(revoked=True)
-            keys_changed.send(sender=self.model, prefixes=[prefix for _, prefix in rows])
+            rows = list(
+                self.filter(revoked=False).select_for_update().values_list("pk", "prefix", "account_id")
+            )
+            count = self.model._default_manager.filter(pk__in=[row[0] for row in rows]).update(revoked=True)
+            keys_changed.send(sender=self.model, keys=[(prefix, account) for _, prefix, account in rows])
         return count
 
 

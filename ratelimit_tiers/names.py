@@ -58,23 +58,43 @@ class KeyStatus(str, Enum):
 MISS = "miss"
 
 
-# Store keys. The braces are a Redis Cluster hash tag: one key's policy and
-# counters share a slot, so one script can touch them all.
+# Store keys. The braces are a Redis Cluster hash tag: every key of an
+# account (its keys' policies and counters, and its shared pools) shares the
+# account's slot, so one script can touch all the counters a check needs.
+
+#: The owner part of an account's shared counters (``scope="account"``): never a key prefix.
+POOL = "*"
 
 
-def policy_key(prefix: str) -> str:
+def account_tag(account_id: int) -> str:
+    """The hash tag of an account's keys in the store."""
+    return f"a{account_id}"
+
+
+def policy_key(tag: str, prefix: str) -> str:
     """The hash of the key's resolved policy (``policies.Policy.to_fields``)."""
-    return f"rlt:{{{prefix}}}:policy"
+    return f"rlt:{{{tag}}}:{prefix}:policy"
 
 
-def generation_key(prefix: str) -> str:
+def generation_key(tag: str, prefix: str) -> str:
     """The token each eviction of the key's policy replaces (``Storage.forget``)."""
-    return f"rlt:{{{prefix}}}:gen"
+    return f"rlt:{{{tag}}}:{prefix}:gen"
 
 
-def bucket_key(prefix: str, category: str, algorithm: str) -> str:
-    """The key's counter of one endpoint category, in the layout of one algorithm."""
-    return f"rlt:{{{prefix}}}:{category}:{algorithm}"
+def counter_base(tag: str, owner: str, category: str) -> str:
+    """Where the counters of a category live: a key's (``owner``: its prefix), or a pool's (:data:`POOL`)."""
+    return f"rlt:{{{tag}}}:{owner}:{category}"
+
+
+def counter_key(base: str, rule: str, kind: str, start: int | None = None) -> str:
+    """One rule's counter under ``base``, in the layout of one ``kind`` of counter.
+
+    ``kind`` is ``e`` (exact ring), ``c`` (sliding-window counter) or ``q``
+    (calendar quota, whose counter is the period's: ``start`` in ms). The
+    script builds the same names (``storage/scripts/hit.lua``).
+    """
+    key = f"{base}:{rule}:{kind}"
+    return key if start is None else f"{key}:{start}"
 
 
 def used_key(prefix: str) -> str:

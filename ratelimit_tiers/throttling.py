@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any, ClassVar
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
@@ -15,7 +16,13 @@ from ratelimit_tiers.algorithms import METHOD_CATEGORIES, READ, Decision
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.context import RateLimitContext
-from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable
+from ratelimit_tiers.exceptions import (
+    CostExceedsLimit,
+    DatabaseUnavailable,
+    RateLimited,
+    RequestTooExpensive,
+    StorageUnavailable,
+)
 from ratelimit_tiers.identity import KeyIdentity
 from ratelimit_tiers.names import ACTIVE
 from ratelimit_tiers.refusals import fail, refuse
@@ -57,9 +64,12 @@ class TierRateThrottle(BaseThrottle):
         if not isinstance(identity, KeyIdentity):
             return True
         storage, category = get_storage(), self.get_category(request, view)
+        cost = self.get_cost(request, view)
         try:
             try:
-                outcome = guarded(storage.hit, identity.prefix, category)
+                outcome = guarded(storage.hit, identity.prefix, identity.account_id, category, cost)
+            except CostExceedsLimit as exc:
+                raise RequestTooExpensive(exc) from exc
             except StorageUnavailable as exc:
                 state = self.store_failed(exc, identity.prefix)
                 if state == ACTIVE:
@@ -69,8 +79,10 @@ class TierRateThrottle(BaseThrottle):
                 # Revoked, expired...: limited per client network, never on the key's counter.
                 raise refuse(request, fail(outcome.state))
             decision, tier = outcome.decision, outcome.tier
-            context.attach(request._request, RateLimitContext(decision, category))
-            if not decision.allowed:
+            if decision is None:
+                return True  # No rule applies: nothing to count, nothing to say.
+            context.attach(request._request, RateLimitContext(decision, category, outcome.decisions))
+            if not outcome.allowed:
                 # The store's answer holds the tier and its shadow flag: a refusal costs no second round trip.
                 shadow = bool(conf.SHADOW or outcome.shadow)
                 send_refused(type(self), request._request, identity.prefix, tier, category, decision, shadow)
@@ -78,7 +90,7 @@ class TierRateThrottle(BaseThrottle):
                     return True  # Shadow mode: counted, logged and signalled, never refused.
                 return self.refuse(view, decision)
             check_quota(type(self), request._request, identity.prefix, category, decision, tier)
-            self.give_back_if_refused(view, request, identity.prefix, category, decision)
+            self.give_back_if_refused(view, request, identity, category, cost, decision)
         except DatabaseError as exc:  # Loading a policy: a 503 to retry, not a 500.
             raise DatabaseUnavailable() from exc
         return True
@@ -104,7 +116,7 @@ class TierRateThrottle(BaseThrottle):
         return False
 
     def give_back_if_refused(
-        self, view: Any, request: Request, prefix: str, category: str, decision: Decision
+        self, view: Any, request: Request, identity: KeyIdentity, category: str, cost: int, decision: Decision
     ) -> None:
         """If another throttle of the view refuses the request, uncount it and drop our headers.
 
@@ -122,8 +134,9 @@ class TierRateThrottle(BaseThrottle):
             attached = context.of(request._request)
             if attached is not None and attached.decision is decision:
                 context.detach(request._request)
+                prefix = identity.prefix
                 try:
-                    guarded(get_storage().give_back, prefix, category, decision)
+                    guarded(get_storage().give_back, prefix, identity.account_id, category, cost, decision)
                 except StorageUnavailable as exc:
                     logger.warning(
                         "Could not give back a request of %s another throttle refused: %s", prefix, exc
@@ -135,6 +148,17 @@ class TierRateThrottle(BaseThrottle):
     def get_category(self, request: Request, view: Any) -> str:
         category = getattr(view, "ratelimit_category", None)
         return category or METHOD_CATEGORIES.get(request.method or "GET", READ)
+
+    def get_cost(self, request: Request, view: Any) -> int:
+        """What the request costs in every rule: the view's ``get_ratelimit_cost(request)``, else its
+        ``ratelimit_cost`` attribute, else 1. Raises ``ImproperlyConfigured`` unless a whole number >= 1."""
+        method = getattr(view, "get_ratelimit_cost", None)
+        cost = method(request) if method is not None else getattr(view, "ratelimit_cost", 1)
+        if type(cost) is not int or cost < 1:
+            raise ImproperlyConfigured(
+                f"{type(view).__name__}'s ratelimit cost must be a whole number of at least 1, not {cost!r}."
+            )
+        return cost
 
     def store_failed(self, exc: StorageUnavailable, prefix: str) -> str:
         """The key's state when the store failed: logged, then 503 (fail closed) or read from the database.

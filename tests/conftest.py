@@ -4,6 +4,7 @@ import shutil
 import socket
 import subprocess
 import time
+from datetime import datetime
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from rest_framework.test import APIClient
 
 from ratelimit_tiers import breaker
 from ratelimit_tiers.identity import identities
-from ratelimit_tiers.models import Account, APIKey, Tier
+from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
+from ratelimit_tiers.rules import parse_limit
 from ratelimit_tiers.storage.cache import CacheStorage
 from tests import postgres
 
@@ -188,6 +190,30 @@ def raw_key(account: Account) -> str:
 @pytest.fixture
 def api(raw_key: str) -> APIClient:
     return key_client(raw_key)
+
+
+def set_rule(
+    owner: Tier | Account,
+    rate: str | int,
+    *,
+    category: str = "",
+    scope: str = "key",
+    algorithm: str = "",
+    until: datetime | None = None,
+) -> LimitRule:
+    """Add or replace the ``owner``'s rule for ``rate`` (``"60/min"``, or a count per minute) as an
+    operator would: the save evicts the policies it changes."""
+    count, window, calendar = parse_limit(rate if isinstance(rate, str) else f"{rate}/min")
+    owner_field = "tier" if isinstance(owner, Tier) else "account"
+    rule, _created = LimitRule.objects.update_or_create(
+        **{owner_field: owner},
+        category=category,
+        window_seconds=window,
+        calendar=calendar,
+        scope=scope,
+        defaults={"count": count, "algorithm": algorithm, "until": until},
+    )
+    return rule
 
 
 def key_client(raw_key: str) -> APIClient:

@@ -3,30 +3,44 @@
 from __future__ import annotations
 
 import secrets
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
+from zoneinfo import ZoneInfo
 
-from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES, Decision, Rate
+from ratelimit_tiers.algorithms import Decision, Rate, headline
+from ratelimit_tiers.conf import conf
 from ratelimit_tiers.errors import wrap_errors as wrap_errors  # Where the storages find it.
-from ratelimit_tiers.names import ACTIVE, bucket_key
+from ratelimit_tiers.names import ACTIVE
 from ratelimit_tiers.names import generation_key as generation_key  # Where redis.py finds it.
+from ratelimit_tiers.rules import CALENDARS, period_bounds
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The store's answer on an active key, complete: the decision, the key's tier and its shadow flag.
+    """The store's answer on an active key, complete: a decision per rule, the tier and its shadow flag.
 
     ``shadow`` is the tier's own flag, as stored with the key's policy
-    (``RATELIMIT_TIERS_SHADOW`` is the throttle's to add).
+    (``RATELIMIT_TIERS_SHADOW`` is the throttle's to add). A request is
+    admitted only if every rule admitted it; with no rule at all, it is.
     """
 
-    decision: Decision
+    decisions: tuple[Decision, ...]
     tier: str = ""
     shadow: bool = False
     #: A decision is only ever taken on an active key.
     state: ClassVar[str] = ACTIVE
+
+    @property
+    def allowed(self) -> bool:
+        return all(decision.allowed for decision in self.decisions)
+
+    @property
+    def decision(self) -> Decision | None:
+        """What the headers describe (``algorithms.headline``); ``None`` when no rule applies."""
+        return headline(self.decisions) if self.decisions else None
 
 
 @dataclass(frozen=True)
@@ -57,44 +71,77 @@ def stamp_ms(decision: Decision) -> int:
     return round(decision.now * 1000)
 
 
+class Calendar:
+    """The current day, week and month in ``RATELIMIT_TIERS_QUOTA_TIMEZONE``, for calendar quotas.
+
+    :meth:`bounds` gives each period's start and end in integer milliseconds,
+    computed again only once the day ends (or the setting changes): what each
+    check passes to the store. Measured on the app server's clock (``clock``).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._bounds: tuple[int, ...] = ()
+        self._until = 0.0
+        self._zone = ""
+
+    def bounds(self) -> tuple[int, ...]:
+        now, zone = self.clock(), conf.QUOTA_TIMEZONE
+        if now >= self._until or zone != self._zone:
+            periods = [period_bounds(calendar, now, ZoneInfo(zone)) for calendar in CALENDARS]
+            self._bounds = tuple(round(edge * 1000) for period in periods for edge in period)
+            self._until, self._zone = periods[0][1], zone
+        return self._bounds
+
+    def period(self, calendar: str) -> tuple[int, int]:
+        """``(start, end)`` ms of the current ``"day"``, ``"week"`` or ``"month"``."""
+        at = 2 * CALENDARS.index(calendar)
+        bounds = self.bounds()
+        return bounds[at], bounds[at + 1]
+
+
 class Storage(ABC):
     """Where counters and resolved policies live.
 
     Subclasses make :meth:`hit` atomic across processes: two concurrent hits
     on a key with one slot left never both get admitted. A refused hit does
-    not consume quota. Every method raises :class:`StorageUnavailable` when
-    the backend fails.
+    not consume quota in any rule. Every method raises
+    :class:`StorageUnavailable` when the backend fails, and :meth:`hit`
+    raises :class:`~ratelimit_tiers.errors.CostExceedsLimit` for a cost more
+    than a rule's count. Keys are named by their prefix and their account's
+    id (their counters share the account's hash tag).
     """
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
+        self.calendar = Calendar()
 
     @abstractmethod
-    def hit(self, prefix: str, category: str) -> Outcome:
-        """Count one request of ``category`` for the key and decide on it."""
+    def hit(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
+        """Count one request of ``category`` and ``cost`` for the key, and decide on it."""
 
     @abstractmethod
-    def peek(self, prefix: str, category: str) -> Outcome:
-        """Report the state as :meth:`hit` would see it, without counting."""
+    def peek(self, prefix: str, account: int, category: str) -> Outcome:
+        """Report the state as :meth:`hit` of cost 1 would see it, without counting."""
 
     @abstractmethod
-    def clear(self, prefix: str) -> None:
-        """Reset every counter of the key."""
+    def clear(self, prefix: str, account: int, categories: Iterable[str]) -> None:
+        """Reset the key's own counters in ``categories`` (not its account's shared ones)."""
 
     @abstractmethod
-    def forget(self, prefixes: Iterable[str]) -> None:
-        """Evict resolved policies, so the next check reloads them.
+    def forget(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Evict the resolved policies of ``(prefix, account)`` keys, so the next check reloads them.
 
         Also gives each key a new generation, and a policy is kept only if it
         was loaded under the current one: a check that read the database
         before the eviction cannot put the old policy back after it.
         """
 
-    def give_back(self, prefix: str, category: str, decision: Decision) -> bool:
+    def give_back(self, prefix: str, account: int, category: str, cost: int, decision: Decision) -> bool:
         """Uncount an admission (``decision``, from :meth:`hit`) that another throttle refused.
 
-        Never frees more than that one admission; returns whether it was
-        given back. The default keeps it counted.
+        Never frees more than that one admission; returns whether any rule
+        gave it back. The default keeps it counted.
         """
         return False
 
@@ -105,6 +152,3 @@ class Storage(ABC):
         Returns ``None`` when this storage cannot count such buckets.
         """
         return None
-
-    def bucket_keys(self, prefix: str) -> list[str]:
-        return [bucket_key(prefix, c, a) for c in CATEGORIES for a in ALGORITHMS]

@@ -28,19 +28,19 @@ class DummyStorage(Storage):
     Clearing and forgetting succeed: there is nothing to remove.
     """
 
-    def hit(self, prefix: str, category: str) -> Outcome:
+    def hit(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
         raise self._unavailable()
 
-    def peek(self, prefix: str, category: str) -> Outcome:
+    def peek(self, prefix: str, account: int, category: str) -> Outcome:
         raise self._unavailable()
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
         raise self._unavailable()
 
-    def clear(self, prefix: str) -> None:
+    def clear(self, prefix: str, account: int, categories: Iterable[str]) -> None:
         pass
 
-    def forget(self, prefixes: Iterable[str]) -> None:
+    def forget(self, keys: Iterable[tuple[str, int]]) -> None:
         pass
 
     def _unavailable(self) -> StorageUnavailable:

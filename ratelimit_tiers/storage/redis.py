@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,18 @@ from django.core.cache import caches
 from redis.exceptions import NoScriptError
 
 from ratelimit_tiers.algorithms import COUNTER, EXACT, READ, Decision, Rate
-from ratelimit_tiers.conf import conf
-from ratelimit_tiers.errors import StorageUnavailable
-from ratelimit_tiers.names import ACTIVE, bucket_key, policy_key
-from ratelimit_tiers.policies import Policy, load_policy
+from ratelimit_tiers.errors import CostExceedsLimit, StorageUnavailable
+from ratelimit_tiers.names import (
+    ACTIVE,
+    POOL,
+    account_tag,
+    counter_base,
+    counter_key,
+    generation_key,
+    policy_key,
+)
+from ratelimit_tiers.policies import KINDS, QUOTA, Policy, load_policy
+from ratelimit_tiers.rules import KEY, Rule
 from ratelimit_tiers.storage import base
 from ratelimit_tiers.storage.backends import redis_client
 from ratelimit_tiers.storage.base import Outcome, Storage, Unusable, Verdict, wrap_errors
@@ -23,6 +32,7 @@ from ratelimit_tiers.storage.eviction import warn_if_evicting
 from ratelimit_tiers.storage.transport import Arg, KeptConnections, ScriptCall
 
 SCRIPTS = Path(__file__).parent / "scripts"
+EXACT_KIND, COUNTER_KIND = KINDS[EXACT], KINDS[COUNTER]
 
 
 def assemble(*parts: str) -> bytes:
@@ -30,21 +40,21 @@ def assemble(*parts: str) -> bytes:
     return b"\n".join((SCRIPTS / f"{part}.lua").read_bytes() for part in parts)
 
 
-#: The check: the policy, the two algorithms, and the entry that picks one.
-SCRIPT = assemble("policy", "counter", "exact", "hit")
+#: The check: the policy, the three kinds of counter, and the entry that picks them.
+SCRIPT = assemble("policy", "counter", "exact", "quota", "hit")
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1.
-GIVE_BACK_SCRIPT = assemble("counter", "exact", "give_back").decode()
+GIVE_BACK_SCRIPT = assemble("policy", "counter", "exact", "quota", "give_back").decode()
 
-#: Checks whose encoded script call each storage keeps: (API key, category, hit or peek).
+#: Checks whose encoded script call each storage keeps: (API key, category, cost, hit or peek).
 CALL_CACHE_SIZE = 8192
 
 
-def flatten(fields: dict[str, Arg]) -> tuple[Arg, ...]:
+def flatten(fields: Mapping[str, Arg]) -> tuple[Arg, ...]:
     return tuple(x for item in fields.items() for x in item)
 
 
 class RedisStorage(Storage):
-    """Exact sliding log or sliding-window counter in one Lua script per check.
+    """Every rule of a check in one Lua script call: exact sliding logs, counters and quotas.
 
     The script reads the key's policy and applies it in the same round trip,
     using the Redis server's clock (``TIME``), so app servers with skewed
@@ -79,50 +89,64 @@ class RedisStorage(Storage):
     def _make_key(self) -> Callable[[str], str]:
         return caches[self.alias].make_key
 
-    def hit(self, prefix: str, category: str) -> Outcome:
-        return self._check(prefix, category, charge=True)
+    def hit(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
+        return self._check(prefix, account_tag(account), category, cost, charge=True)
 
-    def peek(self, prefix: str, category: str) -> Outcome:
-        return self._check(prefix, category, charge=False)
+    def peek(self, prefix: str, account: int, category: str) -> Outcome:
+        return self._check(prefix, account_tag(account), category, 1, charge=False)
 
-    def clear(self, prefix: str) -> None:
+    def clear(self, prefix: str, account: int, categories: Iterable[str]) -> None:
+        tag = account_tag(account)
         with wrap_errors():
-            self.client().delete(*[self.make_key(k) for k in self.bucket_keys(prefix)])
+            policy = load_policy(prefix)
+            keys = [
+                self.make_key(counter_key(counter_base(tag, prefix, category), rule.name, kind, start))
+                for category in categories
+                for rule in policy.applicable(category)
+                if rule.scope == KEY
+                for kind, start in self._counters(rule)
+            ]
+            if keys:
+                self.client().delete(*keys)
 
-    def forget(self, prefixes: Iterable[str]) -> None:
+    def _counters(self, rule: Rule) -> list[tuple[str, int | None]]:
+        if rule.calendar:
+            return [(QUOTA, self.calendar.period(rule.calendar)[0])]
+        return [(EXACT_KIND, None), (COUNTER_KIND, None)]
+
+    def forget(self, keys: Iterable[tuple[str, int]]) -> None:
         generation = base.new_generation()
         with wrap_errors():
             client = self.client()
-            # One command per key: keys of different prefixes may live on different cluster nodes.
+            # One command per key: keys of different accounts may live on different cluster nodes.
             # The generation first: a load that began before it can no longer install (policy.lua).
             pipe = client.pipeline(transaction=False)
-            for prefix in prefixes:
-                pipe.set(self.make_key(base.generation_key(prefix)), generation, ex=base.GENERATION_TIMEOUT)
-                pipe.delete(self.make_key(policy_key(prefix)))
+            for prefix, account in keys:
+                tag = account_tag(account)
+                pipe.set(self.make_key(generation_key(tag, prefix)), generation, ex=base.GENERATION_TIMEOUT)
+                pipe.delete(self.make_key(policy_key(tag, prefix)))
             pipe.execute()
 
-    def give_back(self, prefix: str, category: str, decision: Decision) -> bool:
-        keys = [
-            self.make_key(policy_key(prefix)),
-            self.make_key(bucket_key(prefix, category, EXACT)),
-            self.make_key(bucket_key(prefix, category, COUNTER)),
-        ]
+    def give_back(self, prefix: str, account: int, category: str, cost: int, decision: Decision) -> bool:
+        call = self._build_check_call(prefix, account_tag(account), category, cost, True, ())
+        args = [category, base.stamp_ms(decision), cost, *self.calendar.bounds()]
         with wrap_errors():
             # Rare (another throttle refused): the client's own script call is fast enough.
             script = self.client().register_script(GIVE_BACK_SCRIPT)
-            return bool(script(keys=keys, args=[base.stamp_ms(decision)]))
+            return bool(script(keys=list(call.keys), args=args))
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
         # The bucket carries its own policy, installed by the same script call.
-        keys, args, _command = self._build_check_call(name, READ, True, rate.window)
-        fields = Policy(ACTIVE, window=rate.window, limits={READ: rate.limit}).to_fields()
+        call = self._build_check_call(name, name, READ, 1, True, self.calendar.bounds())
+        policy = Policy(ACTIVE, rules=(Rule(rate.limit, rate.window),))
         # No eviction ever sets an ad-hoc bucket's generation: it is always "".
-        return self._verdict(
-            self._run(ScriptCall.of(SCRIPT_SHA, keys, (*args, "", *flatten(fields))))
-        ).decision
+        reply = self._run(self._with_policy(call, "", policy))
+        verdict = self._verdict(reply)
+        assert verdict.decision is not None  # One rule: one decision.
+        return verdict.decision
 
-    def _check(self, prefix: str, category: str, *, charge: bool) -> Outcome:
-        call = self._check_call(prefix, category, charge, conf.POLICY_TIMEOUT)
+    def _check(self, prefix: str, tag: str, category: str, cost: int, *, charge: bool) -> Outcome:
+        call = self._check_call(prefix, tag, category, cost, charge, self.calendar.bounds())
         reply = self._run(call)
         attempts = 0
         while reply.startswith(b"miss"):
@@ -133,20 +157,25 @@ class RedisStorage(Storage):
                 raise StorageUnavailable(
                     f"the policy of {prefix} changed during each of {base.INSTALL_ATTEMPTS} loads"
                 )
-            fields = load_policy(prefix).to_fields()
-            reply = self._run(
-                ScriptCall.of(SCRIPT_SHA, call.keys, (*call.args, reply[5:].decode(), *flatten(fields)))
-            )
-        return self._outcome(reply)
+            reply = self._run(self._with_policy(call, reply[5:].decode(), load_policy(prefix)))
+        return self._outcome(reply, cost)
 
-    def _build_check_call(self, prefix: str, category: str, charge: bool, timeout: int) -> ScriptCall:
+    def _build_check_call(
+        self, prefix: str, tag: str, category: str, cost: int, charge: bool, bounds: tuple[int, ...]
+    ) -> ScriptCall:
         keys = [
-            self.make_key(policy_key(prefix)),
-            self.make_key(bucket_key(prefix, category, EXACT)),
-            self.make_key(bucket_key(prefix, category, COUNTER)),
-            self.make_key(base.generation_key(prefix)),
+            self.make_key(policy_key(tag, prefix)),
+            self.make_key(generation_key(tag, prefix)),
+            self.make_key(counter_base(tag, prefix, category)),
+            self.make_key(counter_base(tag, POOL, category)),
         ]
-        return ScriptCall.of(SCRIPT_SHA, keys, [category, "1" if charge else "0", timeout])
+        return ScriptCall.of(SCRIPT_SHA, keys, [category, "1" if charge else "0", cost, *bounds])
+
+    def _with_policy(self, call: ScriptCall, generation: str, policy: Policy) -> ScriptCall:
+        """The call with ``policy`` to install under ``generation``."""
+        ttl = round(policy.timeout(time.time()) * 1000)
+        args = (*call.args, generation, ttl, *flatten(policy.to_fields()))
+        return ScriptCall.of(SCRIPT_SHA, call.keys, args)
 
     def _run(self, call: ScriptCall) -> bytes:
         """EVALSHA the script: its encoded call, sent on a connection the storage keeps.
@@ -164,20 +193,33 @@ class RedisStorage(Storage):
             raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     @classmethod
-    def _outcome(cls, reply: bytes) -> Outcome:
-        if not reply[:1].isdigit():
-            return Unusable(reply.decode())
-        return cls._verdict(reply)
+    def _outcome(cls, reply: bytes, cost: int) -> Outcome:
+        if reply[:1].isdigit():
+            return cls._verdict(reply)
+        if reply.startswith(b"cost "):
+            _word, count, rule = reply.decode().split(" ", 2)
+            raise CostExceedsLimit(cost, int(count), rule)
+        return Unusable(reply.decode())
 
     @staticmethod
     def _verdict(reply: bytes) -> Verdict:
-        allowed, limit, window, remaining, reset, now, shadow, tier = reply.split(b" ", 7)
-        decision = Decision(
-            allowed=allowed == b"1",
-            limit=int(limit),
-            window=int(window) // 1000,
-            remaining=int(remaining),
-            reset_after=int(reset) / 1000,
-            now=int(now) / 1000,
-        )
-        return Verdict(decision, tier.decode(), shadow == b"1")
+        head, _, rest = reply.partition(b"\n")
+        _allowed, now, shadow, count = head.split(b" ")
+        lines = rest.split(b"\n", int(count))
+        at = int(now) / 1000
+        decisions = []
+        for line in lines[:-1]:
+            allowed, limit, window, remaining, reset, quota, name = line.split(b" ", 6)
+            decisions.append(
+                Decision(
+                    allowed == b"1",
+                    int(limit),
+                    int(window) // 1000,
+                    int(remaining),
+                    int(reset) / 1000,
+                    at,
+                    name.decode(),
+                    quota == b"1",
+                )
+            )
+        return Verdict(tuple(decisions), lines[-1].decode(), shadow == b"1")

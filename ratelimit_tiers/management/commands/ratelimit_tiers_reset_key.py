@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ratelimit_tiers import categories
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.management.keys import get_key
 from ratelimit_tiers.storage import get_storage
@@ -23,7 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, prefix: str, **options: Any) -> None:
         key = get_key(prefix)
         try:
-            get_storage().clear(key.prefix)
+            get_storage().clear(key.prefix, key.account_id, categories.in_use(key.account.effective_rules()))
         except StorageUnavailable as exc:
             raise CommandError(f"The rate-limit store is unavailable: {exc}") from exc
         self.stdout.write(f"Reset the counters of {key.prefix} ({key.name}) of {key.account.name}.")

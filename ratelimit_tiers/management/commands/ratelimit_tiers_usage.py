@@ -8,12 +8,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ratelimit_tiers.algorithms import CATEGORIES
+from ratelimit_tiers import categories
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import Account, APIKey
 from ratelimit_tiers.storage import Unusable, get_storage
 
-COLUMNS = ("account", "key", "name", "status", "category", "limit", "remaining", "reset")
+COLUMNS = ("account", "key", "name", "status", "category", "rule", "limit", "remaining", "reset")
 
 
 class Command(BaseCommand):
@@ -27,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--account", metavar="NAME", help="Only this account's keys.")
 
     def handle(self, *args: Any, account: str | None, **options: Any) -> None:
-        keys = APIKey.objects.select_related("account").order_by("account__name", "created")
+        keys = APIKey.objects.select_related("account__tier").order_by("account__name", "created")
         if account is not None:
             if not Account.objects.filter(name=account).exists():
                 raise CommandError(f"Unknown account {account!r}.")
@@ -36,15 +36,23 @@ class Command(BaseCommand):
         rows: list[tuple[str, ...]] = []
         try:
             for key in keys:
-                for category in CATEGORIES:
-                    outcome = storage.peek(key.prefix, category)
+                for category in categories.in_use(key.account.effective_rules()):
+                    outcome = storage.peek(key.prefix, key.account_id, category)
                     base = (key.account.name, key.prefix, key.name, key.status, category)
                     if isinstance(outcome, Unusable):
-                        rows.append((*base, "-", "-", "-"))
+                        rows.append((*base, "-", "-", "-", "-"))
                         continue
-                    decision = outcome.decision
-                    reset = max(0, math.ceil(decision.reset_at - time.time()))
-                    rows.append((*base, str(decision.limit), str(decision.remaining), f"{reset}s"))
+                    for decision in outcome.decisions:
+                        reset = max(0, math.ceil(decision.reset_at - time.time()))
+                        rows.append(
+                            (
+                                *base,
+                                decision.policy,
+                                str(decision.limit),
+                                str(decision.remaining),
+                                f"{reset}s",
+                            )
+                        )
         except StorageUnavailable as exc:
             raise CommandError(f"The rate-limit store is unavailable: {exc}") from exc
         if not rows:

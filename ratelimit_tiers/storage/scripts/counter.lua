@@ -3,9 +3,10 @@
 --
 -- Its key is a hash {w = fixed window index, c = current count, p = previous count}.
 
--- Decide on a request at `now` (ms) under `limit` per `window` (ms), counting
--- it if `charge` and admitted. Returns allowed (1 or 0), remaining and reset (ms).
-local function counter_check(key, now, window, limit, charge)
+-- Decide on a request of `cost` at `now` (ms) under `limit` per `window` (ms),
+-- counting it if `charge` and admitted. Returns allowed (1 or 0), remaining and
+-- reset (ms).
+local function counter_check(key, now, window, limit, cost, charge)
   local index = math.floor(now / window)
   local state = redis.call("HMGET", key, "w", "c", "p")
   local seen = tonumber(state[1])
@@ -31,20 +32,20 @@ local function counter_check(key, now, window, limit, charge)
     -- In the next window, where this window's count becomes the decaying one.
     return window - elapsed + math.ceil(window * (count - limit + room) / count)
   end
-  if weighted + 1 > limit then
-    return 0, 0, wait(current, 1)
+  if weighted + cost > limit then
+    return 0, math.max(0, math.floor(limit - weighted)), wait(current, cost)
   end
   local remaining = math.floor(limit - weighted)
   local count = current
   if charge then
-    redis.call("HSET", key, "w", index, "c", current + 1, "p", previous)
+    redis.call("HSET", key, "w", index, "c", current + cost, "p", previous)
     if seen ~= index then
       -- A new key or window: the key lives until the next window ends,
       -- while its count weighs as "previous". Later hits keep that expiry.
       redis.call("PEXPIREAT", key, (index + 2) * window)
     end
-    remaining = math.floor(limit - weighted - 1)
-    count = current + 1
+    remaining = math.floor(limit - weighted - cost)
+    count = current + cost
   end
   -- The reset is when `remaining` next grows (never, while it is the limit).
   local reset = 0
@@ -54,9 +55,9 @@ local function counter_check(key, now, window, limit, charge)
   return 1, remaining, reset
 end
 
--- Uncount the admission counter_check counted at `now` (ms). Returns 1 if it
--- was given back, else 0.
-local function counter_give_back(key, now, window)
+-- Uncount the admission of `cost` counter_check counted at `now` (ms). Returns
+-- 1 if it was given back, else 0.
+local function counter_give_back(key, now, window, cost)
   -- The admission is in "c" while its window lasts, then in "p" for one more.
   local state = redis.call("HMGET", key, "w", "c", "p")
   local seen, index = tonumber(state[1]), math.floor(now / window)
@@ -66,9 +67,9 @@ local function counter_give_back(key, now, window)
   elseif seen ~= index then
     return 0
   end
-  if count < 1 then
+  if count < cost then
     return 0
   end
-  redis.call("HINCRBY", key, field, -1)
+  redis.call("HINCRBY", key, field, -cost)
   return 1
 end

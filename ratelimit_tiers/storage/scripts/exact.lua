@@ -21,10 +21,26 @@ local function exact_slot(i)
   return "#" .. (EXACT_HEADER + i)
 end
 
--- Decide on a request at `now` (ms) under `limit` per `window` (ms), writing
--- `stamp` (ms) if `charge` and admitted. Returns allowed (1 or 0), remaining
--- and reset (ms).
-local function exact_check(key, now, stamp, window, limit, charge)
+-- `count` copies of `stamp` in the ring's slots from `from` on, wrapping at
+-- `limit`: as whole byte ranges (u48 is big-endian), a command or two.
+local function exact_write(key, from, count, limit, stamp)
+  local bytes, value = {}, stamp
+  for i = 6, 1, -1 do
+    bytes[i] = value % 256
+    value = math.floor(value / 256)
+  end
+  local cell = string.char(unpack(bytes))
+  local run = math.min(count, limit - from)
+  redis.call("SETRANGE", key, (EXACT_HEADER + from) * 6, string.rep(cell, run))
+  if count > run then
+    redis.call("SETRANGE", key, EXACT_HEADER * 6, string.rep(cell, count - run))
+  end
+end
+
+-- Decide on a request of `cost` at `now` (ms) under `limit` per `window` (ms),
+-- writing `cost` stamps of `stamp` (ms) if `charge` and admitted. Returns
+-- allowed (1 or 0), remaining and reset (ms).
+local function exact_check(key, now, stamp, window, limit, cost, charge)
   local header = redis.call(
     "BITFIELD", key,
     "GET", "u48", "#0", "GET", "u48", "#1", "GET", "u48", "#2", "GET", "u48", "#3", "GET", "u48", "#4"
@@ -96,21 +112,26 @@ local function exact_check(key, now, stamp, window, limit, charge)
     end
   end
 
-  if expired == 0 then
-    return 0, 0, first + window - now
+  if expired < cost then
+    -- Until enough of the oldest live stamps leave the window to make room for `cost`.
+    return 0, expired, at(cost - 1) + window - now
   end
   if charge then
-    -- The oldest slot (expired) takes the new stamp and becomes the newest.
+    -- The oldest slots (expired) take the new stamps and become the newest.
     if expired == limit then
       first = stamp -- Nothing else is live: the new stamp is the oldest live one.
     end
-    expired = expired - 1
+    expired = expired - cost
     local args = {
-      "SET", "u48", exact_slot(head), stamp,
-      "SET", "u48", "#0", (head + 1) % limit,
+      "SET", "u48", "#0", (head + cost) % limit,
       "SET", "u48", "#2", expired,
       "SET", "u48", "#3", first,
     }
+    if cost == 1 then
+      args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] = "SET", "u48", exact_slot(head), stamp
+    else
+      exact_write(key, head, cost, limit, stamp)
+    end
     -- The key must outlive its newest stamp by a window. Setting the expiry a
     -- window further than that lets the next window's admissions skip PEXPIREAT.
     local extend = stamp + window > deadline
@@ -122,7 +143,7 @@ local function exact_check(key, now, stamp, window, limit, charge)
     if extend then
       redis.call("PEXPIREAT", key, deadline)
     end
-    if head == limit - 1 then
+    if head + cost >= limit then
       -- The ring just filled its last slot. Writing past a string's end grows
       -- it greedily (up to twice its length); a fresh SET keeps it exact-size.
       redis.call("SET", key, redis.call("GET", key), "KEEPTTL")
@@ -135,25 +156,29 @@ local function exact_check(key, now, stamp, window, limit, charge)
   return 1, expired, reset
 end
 
--- Give back the admission exact_check stamped at `now` or `now` + 1 (ms).
--- Only the newest stamp can go, and only if it is this admission's: a later
--- admission's stamp must stay (dropping it instead would let a request in
--- early). The slot, now the oldest, holds 0 (expired), so the header's
--- "first" stays the first live stamp. Returns 1 if given back, else 0.
-local function exact_give_back(key, now)
+-- Give back the admission of `cost` exact_check stamped at `now` or `now` + 1
+-- (ms). Only the newest stamps can go, and only if they are this admission's:
+-- a later admission's stamps must stay (dropping them instead would let a
+-- request in early). The slots, now the oldest, hold 0 (expired), so the
+-- header's "first" stays the first live stamp. Returns 1 if given back, else 0.
+local function exact_give_back(key, now, cost)
   local header = redis.call("BITFIELD", key, "GET", "u48", "#0", "GET", "u48", "#1", "GET", "u48", "#2")
   local head, size, expired = header[1], header[2], header[3]
-  if size == 0 or expired >= size then
+  if size == 0 or expired + cost > size then
     return 0
   end
-  local newest = (head + size - 1) % size
-  local slot = exact_slot(newest)
-  local stamp = redis.call("BITFIELD", key, "GET", "u48", slot)[1]
-  if stamp ~= now and stamp ~= now + 1 then
-    return 0
+  local args = {}
+  for back = 1, cost do
+    local slot = exact_slot((head - back) % size)
+    local stamp = redis.call("BITFIELD", key, "GET", "u48", slot)[1]
+    if stamp ~= now and stamp ~= now + 1 then
+      return 0
+    end
+    args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] = "SET", "u48", slot, 0
   end
-  local args = {"SET", "u48", slot, 0, "SET", "u48", "#0", newest, "SET", "u48", "#2", expired + 1}
-  if expired + 1 == size then
+  args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] = "SET", "u48", "#0", (head - cost) % size
+  args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] = "SET", "u48", "#2", expired + cost
+  if expired + cost == size then
     args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] = "SET", "u48", "#3", 0
   end
   redis.call("BITFIELD", key, unpack(args))

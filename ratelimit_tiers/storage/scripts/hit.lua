@@ -1,33 +1,38 @@
 -- One rate-limit check, atomically, on the Redis server's clock: the entry of
 -- the script that storage/redis.py assembles from policy.lua, counter.lua,
--- exact.lua and this file (one script, one SHA).
+-- exact.lua, quota.lua and this file (one script, one SHA).
 --
 -- KEYS[1]  policy hash (see policy.lua)
--- KEYS[2]  exact-mode ring of the last N admitted timestamps (see exact.lua)
--- KEYS[3]  counter-mode hash (see counter.lua)
--- KEYS[4]  the policy's generation: a token each eviction replaces (Storage.forget)
--- ARGV[1]  endpoint category ("read", "write", "delete", "auth")
+-- KEYS[2]  the policy's generation: a token each eviction replaces (Storage.forget)
+-- KEYS[3]  where the key's own counters of the category live (names.counter_base)
+-- KEYS[4]  where the account's shared counters of the category live
+-- ARGV[1]  endpoint category
 -- ARGV[2]  "1" to count an admitted request, "0" to only look
--- ARGV[3]  policy time-to-live in seconds
--- ARGV[4]  with a policy to install: the generation "miss" reported before it was loaded
--- ARGV[5..] optional policy field/value pairs to install first
+-- ARGV[3]  the request's cost
+-- ARGV[4..9] the current day, week and month: start and end of each (ms), for quotas
+-- ARGV[10] with a policy to install: the generation "miss" reported before it was loaded
+-- ARGV[11] its time-to-live (ms)
+-- ARGV[12..] its field/value pairs
 --
 -- Returns the state when the key cannot be used ("miss <generation>" when no
--- policy is installed), else one string "allowed limit window_ms remaining reset_ms now_ms shadow tier":
--- the decision and the policy's tier and shadow flag, so a refusal needs no second
--- round trip (a single bulk reply parses faster than an array; the tier, which
--- may hold spaces, comes last).
--- Every key written carries an expiry, and a refusal writes nothing.
+-- policy is installed; "cost <count> <rule>" when the cost is more than a rule's
+-- count), else the decision on every rule the category meets, as lines:
+--   "<allowed> <now_ms> <shadow> <rules>"
+--   "<allowed> <limit> <window_ms> <remaining> <reset_ms> <quota> <rule name>" per rule
+--   "<tier>"
+-- so a refusal needs no second round trip. A request is admitted only if every
+-- rule admits it, and a refused one writes nothing: the rules are checked before
+-- any is charged. Every key written carries an expiry.
 
-local category, charge = ARGV[1], ARGV[2] == "1"
+local category, charge, cost = ARGV[1], ARGV[2] == "1", tonumber(ARGV[3])
 
-if #ARGV > 4 then
-  install_policy(ARGV[4], 5, ARGV[3])
+if #ARGV > 10 then
+  install_policy(ARGV[10], 12, ARGV[11])
 end
 
 local policy = read_policy(category)
 if not policy then
-  return "miss " .. (redis.call("GET", KEYS[4]) or "")
+  return "miss " .. (redis.call("GET", KEYS[2]) or "")
 end
 if policy[1] ~= "active" then
   return policy[1]
@@ -45,19 +50,59 @@ if expires > 0 and now >= expires then
   return "expired"
 end
 
-local window = tonumber(policy[3]) * 1000
-local limit = tonumber(policy[5]) or 0
-
-local allowed, remaining, reset = 0, 0, window
-if limit <= 0 then
-  -- Nothing is admitted: no bucket is read or written.
-elseif policy[4] == "counter" or limit > 10000 then
-  -- Above algorithms.EXACT_MAX_LIMIT stamps a window, a ring would cost too
-  -- much to keep and to resize: such limits use the counter.
-  allowed, remaining, reset = counter_check(KEYS[3], now, window, limit, charge)
-else
-  allowed, remaining, reset = exact_check(KEYS[2], now, stamp, window, limit, charge)
+local rules = parse_rules(policy[5])
+for _, rule in ipairs(rules) do
+  if cost > rule[4] then
+    return "cost " .. rule[4] .. " " .. rule[5]
+  end
 end
-return string.format(
-  "%d %d %d %d %d %d %s %s", allowed, limit, window, remaining, reset, now, policy[6], policy[7] or ""
-)
+
+-- Quotas: the index in ARGV of each calendar's period start (its end follows).
+local CALENDAR = {d = 4, w = 6, m = 8}
+
+local function check(rule, charged)
+  local kind, window, count, name = rule[1], rule[2], rule[4], rule[5]
+  local base = KEYS[3]
+  if rule[3] == "a" then
+    base = KEYS[4]
+  end
+  local key = base .. ":" .. name .. ":"
+  if kind == "e" then
+    -- At most algorithms.EXACT_MAX_LIMIT: policies.kind chose the counter above it.
+    return exact_check(key .. "e", now, stamp, window, count, cost, charged)
+  elseif kind == "c" then
+    return counter_check(key .. "c", now, window, count, cost, charged)
+  end
+  local at = CALENDAR[kind]
+  return quota_check(key .. "q:" .. ARGV[at], now, tonumber(ARGV[at + 1]), count, cost, charged)
+end
+
+-- Only the last rule may charge on the first pass, and only once every other
+-- admitted: a refusal, by any rule, writes nothing. Then the others are charged.
+local results, admitted, last = {}, 1, #rules
+for i, rule in ipairs(rules) do
+  local allowed, remaining, reset = check(rule, charge and admitted == 1 and i == last)
+  results[i] = {allowed, remaining, reset}
+  if allowed == 0 then
+    admitted = 0
+  end
+end
+if admitted == 1 and charge then
+  for i = 1, last - 1 do
+    results[i] = {check(rules[i], true)}
+  end
+end
+
+local lines = {string.format("%d %d %s %d", admitted, now, policy[3], last)}
+for i, rule in ipairs(rules) do
+  local quota, window, at = 0, rule[2], CALENDAR[rule[1]]
+  if at then
+    quota, window = 1, tonumber(ARGV[at + 1]) - tonumber(ARGV[at])
+  end
+  local result = results[i]
+  lines[i + 1] = string.format(
+    "%d %d %d %d %d %d %s", result[1], rule[4], window, result[2], result[3], quota, rule[5]
+  )
+end
+lines[#lines + 1] = policy[4] or ""
+return table.concat(lines, "\n")
