@@ -9,10 +9,11 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import Q
+from django.db.models.signals import post_save
 from django.utils import timezone
 
 from ratelimit_tiers.management.commands.ratelimit_tiers_limits import Command
-from ratelimit_tiers.models import Account, LimitRule, Tier
+from ratelimit_tiers.models import LimitRule, Tier
 from tests.conftest import URL, set_rule
 
 COMMAND = "ratelimit_tiers_limits"
@@ -170,16 +171,21 @@ def test_a_command_error_exits_with_status_1(account, capsys):
     assert snapshot() == before
 
 
-def test_a_failed_save_rolls_back(account, monkeypatch):
-    """Validated, then refused by the database: the transaction leaves no half change behind."""
+def test_a_failure_after_the_write_rolls_it_back(account):
+    """Written, then failing (here in a receiver of post_save): the transaction leaves no half change."""
 
-    def refuse(self, *args, **kwargs):
+    def boom(**kwargs):
         raise RuntimeError("injected")
 
     before = snapshot()
-    monkeypatch.setattr(LimitRule, "save", refuse)
-    with pytest.raises(RuntimeError):
-        run("set", "Free", "1000/day")
+    post_save.connect(boom, sender=LimitRule, dispatch_uid="test_boom")
+    try:
+        with pytest.raises(RuntimeError):
+            run("set", "Free", "1000/day")
+        with pytest.raises(RuntimeError):
+            run("set", "Free", "30/min")
+    finally:
+        post_save.disconnect(dispatch_uid="test_boom", sender=LimitRule)
     assert snapshot() == before
 
 

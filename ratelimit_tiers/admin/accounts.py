@@ -9,6 +9,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from ratelimit_tiers.admin.rules import OverrideInline, rules_table
@@ -45,7 +46,7 @@ class AccountAdmin(admin.ModelAdmin):
         """The rules its keys meet now: the tier's, each replaced by an override of the same identity
         until it ends, plus the account's others; with their origin and end."""
         if obj.pk is None:
-            return format_html("")
+            return format_html("<em>{}</em>", gettext("Shown once the account is saved."))
         return rules_table(obj.effective_rules())
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:

@@ -51,6 +51,11 @@ class LimitRuleForm(forms.ModelForm):
         self.instance.count, self.instance.window_seconds, self.instance.calendar = count, window, calendar
         return rate
 
+    def _post_clean(self) -> None:
+        if self.has_error("rate"):
+            return  # No count or period to validate the rule with: the rate's own message says why.
+        super()._post_clean()  # type: ignore[misc]  # Django API that django-stubs does not declare.
+
 
 class LimitRuleFormSet(BaseInlineFormSet):
     """Refuses two rules of one owner with one category, period and scope: one would replace the other."""
@@ -89,6 +94,11 @@ class LimitRuleInline(admin.TabularInline):
     fields = ["category", "rate", "scope", "algorithm", "name"]
     readonly_fields = ["name"]
     extra = 0
+
+    @admin.display(description=_("rate"))
+    def rate(self, obj: LimitRule) -> str:
+        """The RATE text, for staff who may only view the rules (a form field for the others)."""
+        return obj.as_rule().rate if obj.pk is not None else ""
 
     @admin.display(description=_("name in headers"))
     def name(self, obj: LimitRule) -> str:
