@@ -158,6 +158,11 @@ class LimitRule(models.Model):
             raise ValidationError(_("A rule belongs to a tier or to an account."))
         if bool(self.window_seconds) == bool(self.calendar):
             raise ValidationError(_("Give a sliding window in seconds, or a calendar quota, not both."))
+        if self.category == "all":
+            # Rule names and the operators' tables call the rules of every category "all".
+            raise ValidationError(
+                {"category": _("'all' names the rules of every category: leave the category empty.")}
+            )
         if self.calendar and self.algorithm:
             raise ValidationError(
                 {"algorithm": _("A calendar quota is a counter: leave the algorithm empty.")}

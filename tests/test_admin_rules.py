@@ -3,6 +3,7 @@ effective rules with their origin, the tier list's compact rules, and view-only 
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import timedelta
 
@@ -51,7 +52,7 @@ def post_account(client, account, rows, initial):
 
 
 def errors_of(response):
-    return " ".join(re.sub(r"<[^>]+>", " ", response.content.decode()).split())
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.content.decode())).split())
 
 
 def rules_of(owner):
@@ -90,6 +91,10 @@ def test_rules_on_a_new_tier(admin_client):
         (rule_row("0/min"), "Not a rate: 0/min."),
         (rule_row("", category="read"), "This field is required."),
         (rule_row("5/min", category="Read"), "Lowercase letters, digits"),
+        (
+            rule_row("5/min", category="all"),
+            "'all' names the rules of every category: leave the category empty.",
+        ),
         (
             rule_row("1000/day", algorithm="exact"),
             "A calendar quota is a counter: leave the algorithm empty.",

@@ -134,6 +134,7 @@ BAD = [
     (("set", "--account", "nobody", "1/s"), "Unknown account 'nobody'."),
     (("set", "Free", "1/s", "--category", "Auth"), "category: Lowercase letters"),
     (("set", "Free", "1/s", "--category", "has space"), "category: Lowercase letters"),
+    (("set", "Free", "1/s", "--category", "all"), "category: 'all' names the rules of every category"),
     (("set", "Free", "1/s", "--until", "2099-01-01T00:00:00Z"), "--until is for an account's override"),
     (("set", "--account", "acme", "1/s", "--until", "tomorrow"), "is not an ISO 8601 time"),
     (("set", "--account", "acme", "1/s", "--until", "2001-01-01T00:00:00Z"), "has passed"),
