@@ -27,7 +27,7 @@ RETRY_AFTER = "Retry-After"
 
 HEADERS: dict[str, dict[str, Any]] = {
     LIMIT: {
-        "description": "Requests allowed per window for this key and endpoint category.",
+        "description": "Limit of the rule with the fewest requests remaining (of those the request met).",
         "schema": {"type": "integer", "minimum": 0},
     },
     REMAINING: {"description": "Requests left right now.", "schema": {"type": "integer", "minimum": 0}},
@@ -40,11 +40,14 @@ HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "integer", "minimum": 1},
     },
     POLICY: {
-        "description": 'Quota policy (draft-ietf-httpapi-ratelimit-headers), e.g. "read";q=60;w=60.',
+        "description": (
+            "Every rule the request met (draft-ietf-httpapi-ratelimit-headers), "
+            'e.g. "read-60s";q=60;w=60, "all-day";q=1000;w=86400.'
+        ),
         "schema": {"type": "string"},
     },
     RATELIMIT: {
-        "description": 'Remaining quota and seconds to reset, e.g. "read";r=59;t=12.',
+        "description": 'What remains of each rule and seconds until it grows, e.g. "read-60s";r=59;t=12.',
         "schema": {"type": "string"},
     },
 }
