@@ -7,6 +7,7 @@ built-in category of its HTTP method (``algorithms.METHOD_CATEGORIES``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -19,30 +20,55 @@ from ratelimit_tiers.throttling import TierRateThrottle
 def declared() -> dict[str, list[str]]:
     """Each category a view throttled by :class:`TierRateThrottle` declares, with those views' names."""
     found: dict[str, list[str]] = {}
-    for cls in throttled_views():
-        category = getattr(cls, "ratelimit_category", None)
-        if category:
-            name = view_name(cls)
-            if name not in found.setdefault(category, []):
-                found[category].append(name)
+    for view in throttled_views():
+        if view.category and view.name not in found.setdefault(view.category, []):
+            found[view.category].append(view.name)
     return found
 
 
-def throttled_views() -> dict[type, set[str]]:
-    """Each view class the URLconf routes to that :class:`TierRateThrottle` throttles, with the
-    categories its requests count in: its ``ratelimit_category``, else its HTTP methods'."""
-    found: dict[type, set[str]] = {}
-    for cls, methods in _view_classes(get_resolver().url_patterns):
-        throttles = getattr(cls, "throttle_classes", ())
+@dataclass(frozen=True)
+class ThrottledView:
+    """A route of the URLconf to a view that :class:`TierRateThrottle` throttles.
+
+    ``initkwargs`` are the attributes the route sets on the view (a viewset
+    action's ``@action(ratelimit_category=..., ratelimit_cost=...)``), over
+    its class's; ``methods`` the HTTP methods routed to it.
+    """
+
+    cls: type
+    methods: tuple[str, ...]
+    initkwargs: tuple[tuple[str, Any], ...] = ()
+    actions: tuple[str, ...] = ()
+
+    def attribute(self, name: str, default: Any = None) -> Any:
+        return dict(self.initkwargs).get(name, getattr(self.cls, name, default))
+
+    @property
+    def name(self) -> str:
+        name = f"{self.cls.__module__}.{self.cls.__qualname__}"
+        return f"{name}.{'/'.join(self.actions)}" if self.actions else name
+
+    @property
+    def category(self) -> Any:
+        """Its ``ratelimit_category`` (free: the checks say whether a rule could name it), or ``None``."""
+        return self.attribute("ratelimit_category") or None
+
+    @property
+    def categories(self) -> set[str]:
+        """The categories its requests count in: its own, else its methods' built-in ones."""
+        if self.category:
+            return {self.category}
+        return {METHOD_CATEGORIES.get(method.upper(), READ) for method in self.methods}
+
+
+def throttled_views() -> list[ThrottledView]:
+    """Each route of the URLconf to a view :class:`TierRateThrottle` throttles."""
+    found = []
+    for view in _routes(get_resolver().url_patterns):
+        throttles = view.attribute("throttle_classes", ())
         if any(isinstance(t, type) and issubclass(t, TierRateThrottle) for t in throttles):
-            category = getattr(cls, "ratelimit_category", None)
-            counted = {category} if category else {METHOD_CATEGORIES.get(m.upper(), READ) for m in methods}
-            found.setdefault(cls, set()).update(counted)
+            found.append(view)
     return found
-
-
-def view_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def in_use(rules: Iterable[Rule] = ()) -> list[str]:
@@ -51,17 +77,25 @@ def in_use(rules: Iterable[Rule] = ()) -> list[str]:
     return [*CATEGORIES, *sorted(names - set(CATEGORIES))]
 
 
-def _view_classes(patterns: Iterable[Any]) -> Iterator[tuple[type, list[str]]]:
-    """Each view class with the HTTP methods a URL routes to it."""
+def _routes(patterns: Iterable[Any]) -> Iterator[ThrottledView]:
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
-            yield from _view_classes(pattern.url_patterns)
+            yield from _routes(pattern.url_patterns)
         elif isinstance(pattern, URLPattern):
             # DRF's as_view() keeps the class as ``cls``, Django's as ``view_class``.
             callback = pattern.callback
             cls = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
-            if isinstance(cls, type):
-                # A viewset's URL maps methods to actions; a view answers the methods it defines.
-                actions = getattr(callback, "actions", None)
-                handled = getattr(cls, "http_method_names", ())
-                yield cls, list(actions) if actions else [m for m in handled if hasattr(cls, m)]
+            if not isinstance(cls, type):
+                continue
+            initkwargs = getattr(callback, "initkwargs", None) or {}
+            # A viewset's route maps methods to actions; a view answers the methods it defines.
+            actions: dict[str, str] = getattr(callback, "actions", None) or {}
+            methods = list(actions) or [m for m in getattr(cls, "http_method_names", ()) if hasattr(cls, m)]
+            # Name the actions only where the route sets a limit attribute of its own (an @action's).
+            own = {"ratelimit_category", "ratelimit_cost"} & set(initkwargs)
+            yield ThrottledView(
+                cls,
+                tuple(methods),
+                tuple(sorted(initkwargs.items())),
+                tuple(sorted(set(actions.values()))) if own else (),
+            )

@@ -15,7 +15,7 @@ from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from ratelimit_tiers.algorithms import ALGORITHMS, parse_rate
-from ratelimit_tiers.categories import throttled_views, view_name
+from ratelimit_tiers.categories import ThrottledView, throttled_views
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.models import LimitRule
 from ratelimit_tiers.rules import CATEGORY_RE, Rule, applicable
@@ -254,56 +254,67 @@ def check_eviction(**kwargs: Any) -> list[CheckMessage]:
 def check_views(**kwargs: Any) -> list[CheckMessage]:
     """Views throttled by ``TierRateThrottle``: their ``ratelimit_category`` and ``ratelimit_cost``
     against the names a rule can have and the tiers' rules (read from the database, when it answers)."""
-    messages: list[CheckMessage] = []
+    messages: dict[str, CheckMessage] = {}  # By text: a view routed twice is one problem.
     views = throttled_views()
-    for cls in views:
-        category = getattr(cls, "ratelimit_category", None)
+    for view in views:
+        category = view.category
         if category and not (isinstance(category, str) and CATEGORY_RE.match(category)):
-            messages.append(
-                Error(
-                    f"{view_name(cls)}.ratelimit_category {category!r} is not a category name.",
-                    hint="Lowercase letters, digits, '.', '_' or '-' (at most 50), e.g. \"search\".",
-                    id="ratelimit_tiers.E030",
-                )
+            error = Error(
+                f"{view.name}.ratelimit_category {category!r} is not a category name.",
+                hint="Lowercase letters, digits, '.', '_' or '-' (at most 50), e.g. \"search\".",
+                id="ratelimit_tiers.E030",
             )
-        cost = getattr(cls, "ratelimit_cost", 1)
-        if getattr(cls, "get_ratelimit_cost", None) is None and (type(cost) is not int or cost < 1):
-            messages.append(
-                Error(
-                    f"{view_name(cls)}.ratelimit_cost {cost!r} is not a whole number of at least 1.",
-                    hint="The number of requests one request counts as, e.g. 10.",
-                    id="ratelimit_tiers.E031",
-                )
+            messages[error.msg] = error
+        cost = static_cost(view)
+        if cost is not PER_REQUEST and (type(cost) is not int or cost < 1):
+            error = Error(
+                f"{view.name}.ratelimit_cost {cost!r} is not a whole number of at least 1.",
+                hint="The number of requests one request counts as, e.g. 10.",
+                id="ratelimit_tiers.E031",
             )
+            messages[error.msg] = error
     try:
         rows = list(LimitRule.objects.select_related("tier"))
     except DatabaseError:
-        return messages  # Not migrated yet, or no database: checked once it is.
-    return messages + _check_costs(views, rows) + _check_unnamed_categories(views, rows)
+        return list(messages.values())  # Not migrated yet, or no database: checked once it is.
+    for message in _check_costs(views, rows) + _check_unnamed_categories(views, rows):
+        messages[message.msg] = message
+    return list(messages.values())
 
 
-def _check_costs(views: dict[type, set[str]], rows: list[LimitRule]) -> list[CheckMessage]:
+#: What :func:`static_cost` answers for a view that computes its cost per request.
+PER_REQUEST = object()
+
+
+def static_cost(view: ThrottledView) -> Any:
+    """Its ``ratelimit_cost`` (default 1), or :data:`PER_REQUEST` when it has ``get_ratelimit_cost``."""
+    if view.attribute("get_ratelimit_cost") is not None:
+        return PER_REQUEST
+    return view.attribute("ratelimit_cost", 1)
+
+
+def _check_costs(views: list[ThrottledView], rows: list[LimitRule]) -> list[CheckMessage]:
     """A static cost more than the count of a rule its requests meet in some tier: always a 403."""
     tiers: dict[str, list[Rule]] = defaultdict(list)
     for row in rows:
         if row.tier is not None:
             tiers[row.tier.name].append(row.as_rule())
     messages: list[CheckMessage] = []
-    for cls, categories in views.items():
-        cost = getattr(cls, "ratelimit_cost", 1)
-        if getattr(cls, "get_ratelimit_cost", None) is not None or type(cost) is not int:
+    for view in views:
+        cost = static_cost(view)
+        if type(cost) is not int:
             continue
         too_small = sorted(
             f"{tier} {rule.name} ({rule.rate})"
             for tier, rules in tiers.items()
-            for category in categories
+            for category in view.categories
             for rule in applicable(rules, category)
             if rule.count < cost
         )
         if too_small:
             messages.append(
                 Error(
-                    f"{view_name(cls)}.ratelimit_cost {cost} is more than rules admit in a whole period: "
+                    f"{view.name}.ratelimit_cost {cost} is more than rules admit in a whole period: "
                     f"{', '.join(too_small)}. Such requests would always get 403.",
                     hint="Lower the cost, or raise those rules' counts.",
                     id="ratelimit_tiers.E032",
@@ -312,13 +323,14 @@ def _check_costs(views: dict[type, set[str]], rows: list[LimitRule]) -> list[Che
     return messages
 
 
-def _check_unnamed_categories(views: dict[type, set[str]], rows: list[LimitRule]) -> list[CheckMessage]:
+def _check_unnamed_categories(views: list[ThrottledView], rows: list[LimitRule]) -> list[CheckMessage]:
     named = {row.category for row in rows}
     unnamed: dict[str, list[str]] = defaultdict(list)
-    for cls in views:
-        category = getattr(cls, "ratelimit_category", None)
-        if isinstance(category, str) and CATEGORY_RE.match(category) and category not in named:
-            unnamed[category].append(view_name(cls))
+    for view in views:
+        category = view.category
+        valid = isinstance(category, str) and CATEGORY_RE.match(category)
+        if valid and category not in named and view.name not in unnamed[category]:
+            unnamed[category].append(view.name)
     if not unnamed:
         return []
     listed = "; ".join(f"{category!r}: {', '.join(names)}" for category, names in sorted(unnamed.items()))

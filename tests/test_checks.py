@@ -270,3 +270,44 @@ def test_check_runs_before_migrate_and_reads_the_rules_after(tmp_path):
     after = manage("check")
     assert after.returncode == 0, after.stderr
     assert "ratelimit_tiers.W030" in after.stdout + after.stderr
+
+
+def test_a_viewset_actions_own_category_and_cost_are_checked(settings, free_tier):
+    from rest_framework import viewsets
+    from rest_framework.decorators import action
+    from rest_framework.routers import SimpleRouter
+
+    class Things(viewsets.ViewSet):
+        throttle_classes = [TierRateThrottle]
+        # DRF takes an @action's keywords only for attributes the class has.
+        ratelimit_category = None
+        ratelimit_cost = 1
+
+        def list(self, request):
+            return Response([])
+
+        @action(detail=False, ratelimit_category="Bulk")
+        def bulk(self, request):
+            return Response([])
+
+        @action(detail=False, ratelimit_cost=100)
+        def dump(self, request):
+            return Response([])
+
+        @action(detail=False, ratelimit_category="reports")
+        def report(self, request):
+            return Response([])
+
+    router = SimpleRouter()
+    router.register("things", Things, basename="things")
+    urls = types.ModuleType("viewset_urls")
+    urls.urlpatterns = router.urls
+    settings.ROOT_URLCONF = urls
+    messages = {m.id: m.msg for m in checks.run_checks(tags=[checks.Tags.urls]) if "ratelimit" in m.id}
+    assert set(messages) == {"ratelimit_tiers.E030", "ratelimit_tiers.E032", "ratelimit_tiers.W030"}
+    assert ".Things.bulk.ratelimit_category 'Bulk'" in messages["ratelimit_tiers.E030"]
+    assert ".Things.dump.ratelimit_cost 100" in messages["ratelimit_tiers.E032"]
+    assert (
+        "'reports'" in messages["ratelimit_tiers.W030"]
+        and ".Things.report" in messages["ratelimit_tiers.W030"]
+    )

