@@ -82,13 +82,13 @@ class RateLimitStatusView(GenericAPIView[Any]):
     ) -> NoReturn:
         """401 with a JSON body of this app's shape: ``code`` and ``detail``."""
         if not request.successful_authenticator:
-            detail = NotAuthenticated.default_detail
-            raise NotAuthenticated({"code": NotAuthenticated.default_code, "detail": detail})
+            raise not_authenticated()
         super().permission_denied(request, message, code)  # pragma: no cover - only IsAuthenticated here.
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         identity = request.auth
-        assert isinstance(identity, KeyIdentity)  # APIKeyAuthentication, and IsAuthenticated.
+        if not isinstance(identity, KeyIdentity):  # A subclass that lets in other credentials.
+            raise not_authenticated()
         try:
             self.count_status_request(identity.prefix)
             account = Account.objects.select_related("tier").filter(pk=identity.account_id).first()
@@ -127,6 +127,11 @@ class RateLimitStatusView(GenericAPIView[Any]):
                 if decision is not None:  # Else the store's policy predates a change: reloaded next time.
                     states.append(rule_state(category, rule, decision))
         return states
+
+
+def not_authenticated() -> NotAuthenticated:
+    detail = NotAuthenticated.default_detail
+    return NotAuthenticated({"code": NotAuthenticated.default_code, "detail": detail})
 
 
 def rule_state(category: str, rule: Rule, decision: Decision) -> dict[str, Any]:

@@ -91,3 +91,11 @@ def test_status_answers_503_while_the_store_is_down(broken_store, api, settings)
         assert response.status_code == 503
         assert response.json()["code"] == "ratelimit_unavailable"
         assert response["Retry-After"] == "1"
+
+
+def test_status_of_a_request_without_an_api_key_is_refused_not_a_500(db, admin_user):
+    client = APIClient()
+    client.force_authenticate(user=admin_user)  # Authenticated, but by no API key: nothing to report.
+    response = client.get(STATUS)
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
