@@ -29,8 +29,8 @@ from ratelimit_tiers.categories import in_use
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable, StoreUnavailable
 from ratelimit_tiers.identity import KeyIdentity
-from ratelimit_tiers.models import Account
-from ratelimit_tiers.names import UNKNOWN, status_bucket
+from ratelimit_tiers.names import ACTIVE, status_bucket
+from ratelimit_tiers.policies import load_policy
 from ratelimit_tiers.refusals import fail, refuse
 from ratelimit_tiers.rules import SCOPES, Rule, applicable
 from ratelimit_tiers.storage import Unusable, get_storage
@@ -91,11 +91,11 @@ class RateLimitStatusView(GenericAPIView[Any]):
             raise not_authenticated()
         try:
             self.count_status_request(identity.prefix)
-            account = Account.objects.select_related("tier").filter(pk=identity.account_id).first()
-            if account is None:  # Deleted since the key authenticated.
-                raise refuse(request, fail(UNKNOWN))
-            rules = account.effective_rules()
-            body = {"tier": account.tier.name, "rules": self.rule_states(request, identity, rules)}
+            # The key's effective rules as the store would load them (two queries).
+            policy = load_policy(identity.prefix)
+            if policy.state != ACTIVE:  # Revoked, deleted... since the key authenticated.
+                raise refuse(request, fail(policy.state))
+            body = {"tier": policy.tier, "rules": self.rule_states(request, identity, policy.rules)}
         except StorageUnavailable as exc:
             raise StoreUnavailable() from exc
         except DatabaseError as exc:
