@@ -64,6 +64,9 @@ def test_a_day_quota_refuses_until_midnight_in_the_quota_time_zone(backend, api,
     admitted = [api.get(URL) for _ in range(5)]
     assert {r.status_code for r in admitted} == {200}
     assert admitted[0]["RateLimit-Policy"] == '"all-60s";q=60;w=60, "all-day";q=5;w=86400'
+    # X-RateLimit-* describe the rule with the fewest requests remaining: the day's.
+    assert [r["X-RateLimit-Remaining"] for r in admitted] == ["4", "3", "2", "1", "0"]
+    assert {r["X-RateLimit-Limit"] for r in admitted} == {"5"}
     assert admitted[-1]["RateLimit"].startswith('"all-60s";r=55;t=')
     assert ', "all-day";r=0;t=' in admitted[-1]["RateLimit"]
     midnight = period_bounds(DAY, time.time(), ZoneInfo("Pacific/Kiritimati"))[1]
