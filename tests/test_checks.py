@@ -13,6 +13,7 @@ from django.urls import path
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ratelimit_tiers import categories
 from ratelimit_tiers import checks as rlt_checks
 from ratelimit_tiers.throttling import TierRateThrottle
 from tests.conftest import set_rule
@@ -214,6 +215,7 @@ def test_a_category_no_rule_could_name_is_an_error(settings, category):
     messages = routed(settings, ratelimit_category=category)
     assert [m.id for m in messages if m.id == "ratelimit_tiers.E030"] == ["ratelimit_tiers.E030"]
     assert "Checked.ratelimit_category" in next(m.msg for m in messages if m.id == "ratelimit_tiers.E030")
+    assert all(isinstance(name, str) for name in categories.in_use())  # Names only, sortable.
 
 
 def test_a_category_no_rule_names_is_a_warning_until_a_rule_names_it(settings, free_tier):
