@@ -27,6 +27,7 @@ from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import Account, APIKey, Tier
 from ratelimit_tiers.names import KeyStatus
+from ratelimit_tiers.signals import counters_reset
 from ratelimit_tiers.storage import Unusable, get_storage
 
 #: By a key's status; also names the store's key states they share (``live_usage``).
@@ -356,6 +357,7 @@ class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
                 request, _("The rate-limit store is unavailable: %(error)s") % {"error": exc}, messages.ERROR
             )
             return
+        counters_reset.send(sender=APIKey, prefixes=[key.prefix for key in keys])
         for key in keys:
             self.log_change(request, key, gettext("Rate-limit counters reset (admin action)."))
         self.message_user(request, _("Counters reset."), messages.SUCCESS)

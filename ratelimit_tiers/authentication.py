@@ -15,6 +15,7 @@ from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import DatabaseUnavailable, StorageUnavailable
 from ratelimit_tiers.identity import AccountUser, KeyIdentity, identities
 from ratelimit_tiers.last_used import record as record_use
+from ratelimit_tiers.local_refusals import unknown_prefixes
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.names import ACTIVE
 from ratelimit_tiers.refusals import MALFORMED_KEY, UNKNOWN_KEY, fail, refuse
@@ -81,12 +82,15 @@ class APIKeyAuthentication(BaseAuthentication):
 
     @staticmethod
     def _load(prefix: str) -> KeyIdentity | None:
+        if prefix in unknown_prefixes:  # Not in the database a moment ago (see local_refusals).
+            return None
         row = (
             APIKey.objects.filter(prefix=prefix)
             .values_list("pk", "hashed_secret", "account_id", "account__name")
             .first()
         )
         if row is None:
+            unknown_prefixes.add(prefix)
             return None
         identity = KeyIdentity(row[0], prefix, row[1], row[2], row[3])
         identities.put(identity)

@@ -17,6 +17,7 @@ from ratelimit_tiers.conf import conf
 from ratelimit_tiers.context import RateLimitContext
 from ratelimit_tiers.exceptions import DatabaseUnavailable, RateLimited, StorageUnavailable
 from ratelimit_tiers.identity import KeyIdentity
+from ratelimit_tiers.local_refusals import notes
 from ratelimit_tiers.names import ACTIVE
 from ratelimit_tiers.refusals import fail, refuse
 from ratelimit_tiers.signals import check_quota, send_refused
@@ -57,6 +58,10 @@ class TierRateThrottle(BaseThrottle):
         if not isinstance(identity, KeyIdentity):
             return True
         storage, category = get_storage(), self.get_category(request, view)
+        served = notes.refusal(identity.prefix, category)
+        if served is not None:  # Refused by the store moments ago: no round trip (see local_refusals).
+            return self.refuse_locally(request, view, identity.prefix, category, *served)
+        epoch = notes.epoch
         try:
             try:
                 outcome = guarded(storage.hit, identity.prefix, category)
@@ -76,7 +81,9 @@ class TierRateThrottle(BaseThrottle):
                 send_refused(type(self), request._request, identity.prefix, tier, category, decision, shadow)
                 if shadow:
                     return True  # Shadow mode: counted, logged and signalled, never refused.
+                notes.note(identity.prefix, category, decision, tier, epoch)
                 return self.refuse(view, decision)
+            notes.drop(identity.prefix, category)
             check_quota(type(self), request._request, identity.prefix, category, decision, tier)
             self.give_back_if_refused(view, request, identity.prefix, category, decision)
         except DatabaseError as exc:  # Loading a policy: a 503 to retry, not a 500.
@@ -102,6 +109,14 @@ class TierRateThrottle(BaseThrottle):
 
         view.throttled = throttled
         return False
+
+    def refuse_locally(
+        self, request: Request, view: Any, prefix: str, category: str, decision: Decision, tier: str
+    ) -> bool:
+        """Refuse as the store did moments ago, its ``decision`` as of now: same headers, signal and log."""
+        context.attach(request._request, RateLimitContext(decision, category))
+        send_refused(type(self), request._request, prefix, tier, category, decision, False)
+        return self.refuse(view, decision)
 
     def give_back_if_refused(
         self, view: Any, request: Request, prefix: str, category: str, decision: Decision
