@@ -60,10 +60,12 @@ class Note(NamedTuple):
         """The store's refusal as of ``now``: same limit and reset, ``reset_after`` what is left.
 
         In whole milliseconds as the store's, the elapsed time rounded down, so
-        the time left (and ``Retry-After``) is never shorter than it really is.
+        the time left (and ``Retry-After``) is never shorter than it really is
+        (a nanosecond of slack for float error: the answer arrived at least a
+        round trip after the store decided).
         """
         decision = self.decision
-        elapsed_ms = math.floor((now - self.noted) * 1000)
+        elapsed_ms = math.floor((now - self.noted) * 1000 + 1e-6)
         stamp_ms, reset_ms = round(decision.now * 1000), round(decision.reset_after * 1000)
         return Decision(
             allowed=False,
