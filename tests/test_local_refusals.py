@@ -7,6 +7,7 @@ time is a fake monotonic clock injected into the notes.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import random
 import threading
@@ -20,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from redis import Redis
 from rest_framework.test import APIClient
 
-from ratelimit_tiers import crypto
+from ratelimit_tiers import crypto, signals
 from ratelimit_tiers.algorithms import Decision
 from ratelimit_tiers.local_refusals import RENEWAL_SECONDS, RefusalNotes, notes, unknown_prefixes
 from ratelimit_tiers.models import APIKey, Tier
@@ -376,3 +377,19 @@ def test_notes_change_no_answer_outside_the_bound(seed, db, account, free_tier, 
     if not elsewhere:
         # Every answer the same, headers included, with and without notes.
         assert [r[:2] for r in with_notes] == [r[:2] for r in without]
+
+
+def test_a_refusal_builds_no_log_fields_for_a_record_the_logger_drops(api, free_tier, monkeypatch, caplog):
+    built = []
+    original = signals._fields
+    monkeypatch.setattr(signals, "_fields", lambda *args: built.append(args) or original(*args))
+    free_tier.limit = 1
+    free_tier.save()
+    caplog.set_level(logging.WARNING, logger="ratelimit_tiers")
+    assert [api.get(URL).status_code for _ in range(3)] == [200, 429, 429]
+    assert built == []
+    caplog.set_level(logging.INFO, logger="ratelimit_tiers")
+    assert api.get(URL).status_code == 429
+    assert len(built) == 1
+    [record] = [r for r in caplog.records if r.name == "ratelimit_tiers"]
+    assert record.ratelimit["limit"] == 1
