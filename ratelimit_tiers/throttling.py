@@ -10,7 +10,7 @@ from django.db import DatabaseError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from ratelimit_tiers import context, key_state
+from ratelimit_tiers import context, key_state, view_throttles
 from ratelimit_tiers.algorithms import METHOD_CATEGORIES, READ, Decision
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.conf import conf
@@ -132,6 +132,9 @@ class TierRateThrottle(BaseThrottle):
         throttled = getattr(view, "throttled", None)
         if throttled is None:
             return
+        throttles = view_throttles.of(view)
+        if throttles.fixed and throttles.only is type(self):
+            return  # The view's only throttle: no other can refuse (kept per view class).
 
         def refused(drf_request: Request, wait: float | None) -> None:
             attached = context.of(request._request)
@@ -149,7 +152,8 @@ class TierRateThrottle(BaseThrottle):
 
     def get_category(self, request: Request, view: Any) -> str:
         category = getattr(view, "ratelimit_category", None)
-        return category or METHOD_CATEGORIES.get(request.method or "GET", READ)
+        # The Django request's own: DRF's Request proxies it through __getattr__, at a cost.
+        return category or METHOD_CATEGORIES.get(request._request.method or "GET", READ)
 
     def store_failed(self, exc: StorageUnavailable, prefix: str) -> str:
         """The key's state when the store failed: logged, then 503 (fail closed) or read from the database.

@@ -6,7 +6,7 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES, Decision, Rate
 from ratelimit_tiers.errors import wrap_errors as wrap_errors  # Where the storages find it.
@@ -14,19 +14,22 @@ from ratelimit_tiers.names import ACTIVE, bucket_key
 from ratelimit_tiers.names import generation_key as generation_key  # Where redis.py finds it.
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The store's answer on an active key, complete: the decision, the key's tier and its shadow flag.
 
     ``shadow`` is the tier's own flag, as stored with the key's policy
-    (``RATELIMIT_TIERS_SHADOW`` is the throttle's to add).
+    (``RATELIMIT_TIERS_SHADOW`` is the throttle's to add). A named tuple, as
+    :class:`~ratelimit_tiers.algorithms.Decision`: one is built on every check.
     """
 
     decision: Decision
     tier: str = ""
     shadow: bool = False
-    #: A decision is only ever taken on an active key.
-    state: ClassVar[str] = ACTIVE
+
+    @property
+    def state(self) -> str:
+        """A decision is only ever taken on an active key."""
+        return ACTIVE
 
 
 @dataclass(frozen=True)
