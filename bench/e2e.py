@@ -1,8 +1,9 @@
 """The end-to-end benchmark's URLconf: one view body, served bare, through this app, and through DRF.
 
-bench/run.py serves it under gunicorn (``ROOT_URLCONF = "e2e"``, with bench/ on
-the path) on top of the testproject's settings, so every view runs the same
-middleware (the testproject's, ``RateLimitHeadersMiddleware`` included).
+bench/run.py serves it under gunicorn with a settings module of its own (the
+testproject's, with ``ROOT_URLCONF = "e2e"`` and bench/ on the path, see
+bench/load.py), so every view runs the same middleware: the testproject's,
+``RateLimitHeadersMiddleware`` included.
 """
 
 from __future__ import annotations

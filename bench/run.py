@@ -404,11 +404,13 @@ def e2e(directory: str, options: argparse.Namespace) -> None:
     # One key allowed far more than the load can send: every request is admitted.
     ours = f"Api-Key {new_key(LIMIT, 'exact', window=WINDOW)[1]}"
     bare = "bare DRF view (no authentication, no throttle)"
+    throttled = "ours: APIKeyAuthentication + TierRateThrottle + headers"
+    drf = "DRF UserRateThrottle (django-redis) + header authenticator"
     rows = {
         bare: same(request("/bare/")),
-        "ours: APIKeyAuthentication + TierRateThrottle + headers": same(request("/ours/", ours)),
+        throttled: same(request("/ours/", ours)),
         "ours, authentication only (no throttle class)": same(request("/auth-only/", ours)),
-        "DRF UserRateThrottle (django-redis) + header authenticator": same(request("/drf/", "User 1")),
+        drf: same(request("/drf/", "User 1")),
     }
     with serving(directory) as port:
         warm(port, rows, {name: {200} for name in rows})
@@ -436,8 +438,7 @@ def e2e(directory: str, options: argparse.Namespace) -> None:
         )
         + "\n"
     )
-    names = list(rows)
-    print(f"ours / DRF UserRateThrottle, per round: {spread(results[names[1]].ratios(results[names[3]]))}\n")
+    print(f"ours / DRF UserRateThrottle, per round: {spread(results[throttled].ratios(results[drf]))}\n")
 
 
 def flood(directory: str, options: argparse.Namespace) -> None:
