@@ -1,9 +1,9 @@
-"""Benchmark: our throttle vs DRF's SimpleRateThrottle vs ``limits`` vs the EVALSHA floor.
+"""Benchmark: our throttle vs DRF's throttles vs ``limits`` vs the EVALSHA floor, per check and end to end.
 
 Run ``python bench/run.py`` from the repository root (``--quick`` for a smoke
-run). It starts its own redis-server on a free port and a temporary SQLite
-database, and prints Markdown tables; see bench/README.md for what each
-figure means.
+run, ``--only e2e,flood`` for some sections). It starts its own redis-server
+on a free port and a temporary SQLite database, and prints Markdown tables;
+see bench/README.md for what each figure means.
 """
 
 from __future__ import annotations
@@ -12,26 +12,38 @@ import argparse
 import logging
 import multiprocessing
 import os
+import secrets
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from load import (
+    SETTINGS,
+    THREADS,
+    WORKERS,
+    Requests,
+    alternate,
+    free_port,
+    per_response,
+    request,
+    same,
+    send,
+    serving,
+    spread,
+    status_mix,
+    warm,
+    write_settings,
+)
+
 RATES = (60, 1000, 5000)
 FULL = 0.9  # How full a key is while it is measured.
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -50,19 +62,20 @@ def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
-def setup_django(redis_url: str, db: str) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+def setup_django(redis_url: str, directory: str) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     os.environ["REDIS_URL"] = redis_url
-    os.environ["DJANGO_DB"] = db
-    sys.path.insert(0, str(ROOT))
+    os.environ["DJANGO_DB"] = str(Path(directory, "db.sqlite3"))
+    sys.path[:0] = write_settings(directory)
     import django
 
     django.setup()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    # The throttle logs every refusal; the exactness runs refuse thousands.
+    # The throttle logs every refusal, and Django every 4xx: the exactness runs and floods refuse thousands.
     logging.getLogger("ratelimit_tiers").setLevel(logging.WARNING)
+    logging.getLogger("django.request").setLevel(logging.ERROR)
 
 
 # --- The contenders. Each ``new_<name>(limit)`` returns a check on a fresh key
@@ -71,13 +84,14 @@ def setup_django(redis_url: str, db: str) -> None:
 _serial = iter(range(10**9))
 
 
-def new_key(limit: int, algorithm: str, override: int | None = None) -> tuple[str, str]:
+def new_key(limit: int, algorithm: str, window: int = 60) -> tuple[str, str]:
     from ratelimit_tiers.models import Account, APIKey, Tier
 
     tier, _ = Tier.objects.get_or_create(
-        name=f"bench-{limit}-{algorithm}", defaults={"limit": limit, "algorithm": algorithm}
+        name=f"bench-{limit}-{window}-{algorithm}",
+        defaults={"limit": limit, "window_seconds": window, "algorithm": algorithm},
     )
-    account = Account.objects.create(name=f"bench-{next(_serial)}", tier=tier, limit_override=override)
+    account = Account.objects.create(name=f"bench-{next(_serial)}", tier=tier)
     key, raw = APIKey.objects.create_key(account=account, name="bench")
     return key.prefix, raw
 
@@ -277,7 +291,7 @@ def memory(url: str) -> dict[str, int]:
     out["DRF SimpleRateThrottle"] = client.memory_usage(cache.make_key(f"drf-bench-{ident}"), samples=0)
 
     for kind in ("moving", "counter"):
-        storage, limiter = limits_limiter(kind, url)
+        _limits_storage, limiter = limits_limiter(kind, url)
         item, ident = RateLimitItemPerMinute(limit), f"limits-mem-{kind}"
         for _ in range(limit):
             limiter.hit(item, ident)  # type: ignore[attr-defined]
@@ -367,87 +381,142 @@ def _limiters(kind: str, url: str) -> object:
     return _limiter_cache[kind]
 
 
-# --- End to end: the testproject under gunicorn, loaded from this process.
-
-E2E_SETTINGS = {
-    "throttled (auth + TierRateThrottle)": "",
-    "auth only (no throttle class)": 'REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}',
-    "neither (AllowAny, no auth)": (
-        'REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": [], '
-        '"DEFAULT_AUTHENTICATION_CLASSES": [], '
-        '"DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"]}'
-    ),
-}
+# --- End to end and floods: bench/e2e.py's views under gunicorn (bench/load.py).
 
 
-def get(port: int, headers: dict[str, str]) -> int:
-    import http.client
+def store_commands() -> Counter[str]:
+    """Commands Redis ran so far, by name (``INFO commandstats``: a script's own calls included)."""
+    from django_redis import get_redis_connection
 
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("GET", "/api/items/", headers=headers)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
-
-
-def end_to_end(directory: str, seconds: float, workers: int, threads: int) -> dict[str, tuple[float, int]]:
-    # One key allowed far more than the load can send, so every request is admitted.
-    _prefix, raw = new_key(5000, "exact", override=10**6)
-    headers = {"Authorization": f"Api-Key {raw}"}
-    results = {}
-    for number, (label, extra) in enumerate(E2E_SETTINGS.items()):
-        module = f"bench_settings_{number}"
-        Path(directory, f"{module}.py").write_text(
-            f"from testproject.settings import *  # noqa: F403\nDEBUG = False\n{extra}\n"
-        )
-        port = free_port()
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": module,
-            "PYTHONPATH": os.pathsep.join([directory, str(ROOT)]),
+    stats = get_redis_connection("default").info("commandstats")
+    return Counter(
+        {
+            name.removeprefix("cmdstat_"): int(v["calls"])
+            for name, v in stats.items()
+            if name != "cmdstat_info"
         }
-        command = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}"]
-        server = subprocess.Popen(
-            [*command, "testproject.wsgi:application"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
+
+
+def e2e(directory: str, options: argparse.Namespace) -> None:
+    from e2e import LIMIT, WINDOW
+
+    # One key allowed far more than the load can send: every request is admitted.
+    ours = f"Api-Key {new_key(LIMIT, 'exact', window=WINDOW)[1]}"
+    bare = "bare DRF view (no authentication, no throttle)"
+    throttled = "ours: APIKeyAuthentication + TierRateThrottle + headers"
+    drf = "DRF UserRateThrottle (django-redis) + header authenticator"
+    rows = {
+        bare: same(request("/bare/")),
+        throttled: same(request("/ours/", ours)),
+        "ours, authentication only (no throttle class)": same(request("/auth-only/", ours)),
+        drf: same(request("/drf/", "User 1")),
+    }
+    with serving(directory) as port:
+        warm(port, rows, {name: {200} for name in rows})
+        results = alternate(port, rows, options.e2e_rounds, options.seconds, store_commands)
+    print(
+        f"End to end: one body, GET on gunicorn ({WORKERS} sync workers), {THREADS} client threads in this "
+        f"process (a new connection per request); rate {LIMIT:,}/{WINDOW} s for both throttles; "
+        f"{options.e2e_rounds} rounds of {options.seconds:g} s per row, rows alternating "
+        "(x bare: median of each round's ratio, range in brackets):\n"
+    )
+    reference = results[bare]
+    print(
+        table(
+            ["view", "requests/s", "x bare", "non-200", "store commands per request"],
+            [
+                [
+                    name,
+                    f"{statistics.median(row.rates):,.0f}",
+                    spread(row.ratios(reference)),
+                    str(row.responses - row.statuses[200]),
+                    per_response(row),
+                ]
+                for name, row in results.items()
+            ],
         )
-        try:
-            for _ in range(300):
-                try:
-                    if get(port, headers) == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
-            for _ in range(100):  # Warm every worker.
-                assert get(port, headers) == 200
-            results[label] = load(port, headers, seconds, threads)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-    return results
+        + "\n"
+    )
+    print(f"ours / DRF UserRateThrottle, per round: {spread(results[throttled].ratios(results[drf]))}\n")
 
 
-def load(port: int, headers: dict[str, str], seconds: float, threads: int) -> tuple[float, int]:
-    """Requests/s answered 200 while ``threads`` clients loop for ``seconds``, and the other answers."""
-    counts = {"ok": 0, "other": 0}
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
+def flood(directory: str, options: argparse.Namespace) -> None:
+    from e2e import LIMIT, WINDOW
 
-    def client() -> None:
-        while time.perf_counter() < deadline:
-            status = get(port, headers)
-            with lock:
-                counts["ok" if status == 200 else "other"] += 1
+    admitted_key = new_key(LIMIT, "exact", window=WINDOW)[1]
+    exhausted_key = new_key(1, "exact", window=3600)[1]  # Exhausted by its first request, for an hour.
+    wrong_secret = new_key(1000, "exact")[1].split(".")[0] + "." + "x" * 43
+    admitted = "admitted: ours, one key"
+    rows = {
+        admitted: same(request("/ours/", f"Api-Key {admitted_key}")),
+        "429 flood: one exhausted key": same(request("/ours/", f"Api-Key {exhausted_key}")),
+        "invalid keys: a new unknown key per request": lambda: request("/ours/", f"Api-Key {unknown_key()}"),
+        "invalid keys: a known prefix, a wrong secret": same(request("/ours/", f"Api-Key {wrong_secret}")),
+    }
+    expected = dict(zip(rows, [{200}, {429}, {401, 429}, {401, 429}], strict=True))
+    with serving(directory) as port:
+        assert send(port, request("/ours/", f"Api-Key {exhausted_key}")) == 200
+        warm(port, rows, expected)
+        results = alternate(port, rows, options.e2e_rounds, options.seconds, store_commands)
+    queries = [queries_per_response(build, 20 if options.quick else 200) for build in rows.values()]
+    print(
+        f"Floods: GET /ours/ on gunicorn ({WORKERS} sync workers), {THREADS} client threads in this process "
+        f"(a new connection per request, all from 127.0.0.1); {options.e2e_rounds} rounds of "
+        f"{options.seconds:g} s per row, rows alternating (x admitted: median of each round's ratio, range "
+        "in brackets). Store commands: INFO commandstats over the loads, a script's own calls included. "
+        "SQL: in this process, through Django's test client, after the loads:\n"
+    )
+    reference = results[admitted]
+    print(
+        table(
+            [
+                "requests",
+                "responses/s",
+                "x admitted",
+                "statuses",
+                "store commands per response",
+                "store commands per process per s",
+                "SQL per response",
+            ],
+            [
+                [
+                    name,
+                    f"{statistics.median(row.rates):,.0f}",
+                    spread(row.ratios(reference)),
+                    status_mix(row),
+                    per_response(row),
+                    f"{sum(row.commands.values()) / row.seconds / WORKERS:,.0f}",
+                    f"{sql:.2f}",
+                ]
+                for (name, row), sql in zip(results.items(), queries, strict=True)
+            ],
+        )
+        + "\n"
+    )
 
-    start = time.perf_counter()
-    pool = [threading.Thread(target=client) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return counts["ok"] / (time.perf_counter() - start), counts["other"]
+
+def unknown_key() -> str:
+    """A well-formed key no one issued: a scanner's next try."""
+    return f"{secrets.token_hex(6)}.{secrets.token_urlsafe(32)}"
+
+
+def queries_per_response(build: Requests, count: int) -> float:
+    """SQL queries per request of ``build``'s kind, in this process, after one untimed request."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    def get(client: Client) -> None:
+        authorization = build().decode().split("Authorization: ")[1].split("\r\n")[0]
+        client.get("/ours/", HTTP_AUTHORIZATION=authorization)
+
+    client = Client()
+    get(client)
+    with CaptureQueriesContext(connection) as captured:
+        for _ in range(count):
+            get(client)
+    return len(captured) / count
 
 
 def table(header: list[str], rows: Iterator[list[str]] | list[list[str]]) -> str:
@@ -456,39 +525,68 @@ def table(header: list[str], rows: Iterator[list[str]] | list[list[str]]) -> str
     return "\n".join(lines)
 
 
+SECTIONS = ("checks", "memory", "exactness", "e2e", "flood")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer checks and runs: a smoke test")
+    parser.add_argument("--quick", action="store_true", help="fewer checks, runs and rounds: a smoke test")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default: {','.join(SECTIONS)})",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="run the chosen sections this many times")
     parser.add_argument("--checks", type=int, default=200, help="checks per contender, rate and round")
-    parser.add_argument("--rounds", type=int, default=31)
-    parser.add_argument("--seconds", type=float, default=4.0, help="load time per end-to-end variant")
+    parser.add_argument("--rounds", type=int, default=31, help="rounds of the cost per check")
+    parser.add_argument("--runs", type=int, default=RUNS, help="runs of the exactness test")
+    parser.add_argument("--e2e-rounds", type=int, default=7, help="rounds of the end-to-end and flood loads")
+    parser.add_argument("--seconds", type=float, default=2.0, help="load time per row and round (e2e, flood)")
     options = parser.parse_args()
-    if options.quick:
-        options.checks, options.rounds, options.seconds = 100, 3, 1.0
-    runs = 3 if options.quick else RUNS
+    if options.quick:  # Smaller defaults; what the command line sets still wins.
+        parser.set_defaults(checks=100, rounds=3, runs=3, e2e_rounds=2, seconds=0.5)
+        options = parser.parse_args()
+    sections = [name.strip() for name in options.only.split(",") if name.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))} (choose from {', '.join(SECTIONS)})")
 
     with tempfile.TemporaryDirectory() as directory:
         redis, url = start_redis(directory)
         try:
-            setup_django(url, str(Path(directory, "db.sqlite3")))
-            report(url, directory, options, runs)
+            setup_django(url, directory)
+            print(setup() + "\n")
+            for run in range(options.repeat):
+                if options.repeat > 1:
+                    print(f"## Run {run + 1} of {options.repeat}\n")
+                for name in sections:
+                    SECTION_RUNNERS[name](url, directory, options)
         finally:
             redis.kill()
             redis.wait()
 
 
-def report(url: str, directory: str, options: argparse.Namespace, runs: int) -> None:
+def setup() -> str:
+    """What the numbers depend on: versions, whether redis-py parses replies with hiredis, CPUs."""
+    from importlib.metadata import version
+
     import django
     import limits
+    import redis
     import rest_framework
     from django_redis import get_redis_connection
+    from redis.utils import HIREDIS_AVAILABLE
 
     info = get_redis_connection("default").info("server")
-    python = sys.version.split()[0]
-    print(
-        f"redis-server {info['redis_version']}, Python {python}, Django {django.__version__}, "
-        f"DRF {rest_framework.VERSION}, limits {limits.__version__}, {os.cpu_count()} CPUs\n"
+    return (
+        f"redis-server {info['redis_version']}, redis-py {redis.__version__} "
+        f"{'with' if HIREDIS_AVAILABLE else 'without'} hiredis, Python {sys.version.split()[0]}, "
+        f"Django {django.__version__}, DRF {rest_framework.VERSION}, limits {limits.__version__}, "
+        f"gunicorn {version('gunicorn')}, {os.cpu_count()} CPUs"
     )
+
+
+def checks(url: str, options: argparse.Namespace) -> None:
     contenders = {
         "ours, exact": make_ours("exact"),
         "ours, counter": make_ours("counter"),
@@ -511,9 +609,13 @@ def report(url: str, directory: str, options: argparse.Namespace, runs: int) -> 
     )
     print(table(header, rows) + "\n")
 
+
+def memory_table(url: str) -> None:
     print("Redis memory of one full 5,000/min key (MEMORY USAGE):\n")
     print(table(["approach", "bytes"], [[k, f"{v:,}"] for k, v in memory(url).items()]) + "\n")
 
+
+def exactness_table(url: str, runs: int) -> None:
     print(f"Admitted: {PROCESSES} processes x {HITS_EACH} hits, one key, limit {EXACT_LIMIT}, {runs} runs\n")
     rows = [
         [name, f"{sum(v == EXACT_LIMIT for v in values)}/{runs}", f"{min(values)}-{max(values)}"]
@@ -521,16 +623,14 @@ def report(url: str, directory: str, options: argparse.Namespace, runs: int) -> 
     ]
     print(table(["approach", f"runs with exactly {EXACT_LIMIT}", "admitted (min-max)"], rows) + "\n")
 
-    workers, threads = 2, 8
-    print(
-        f"End to end: GET /api/items/ on gunicorn ({workers} sync workers), {threads} client threads "
-        f"in this process, new connection per request, {options.seconds:g} s each:\n"
-    )
-    rows = [
-        [label, f"{rps:,.0f}", str(other)]
-        for label, (rps, other) in end_to_end(directory, options.seconds, workers, threads).items()
-    ]
-    print(table(["testproject", "requests/s", "non-200"], rows))
+
+SECTION_RUNNERS: dict[str, Callable[[str, str, argparse.Namespace], None]] = {
+    "checks": lambda url, directory, options: checks(url, options),
+    "memory": lambda url, directory, options: memory_table(url),
+    "exactness": lambda url, directory, options: exactness_table(url, options.runs),
+    "e2e": lambda url, directory, options: e2e(directory, options),
+    "flood": lambda url, directory, options: flood(directory, options),
+}
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 EXACT = "exact"
 COUNTER = "counter"
@@ -84,13 +85,14 @@ def parse_rate(text: str) -> Rate:
     return Rate(int(count), window)
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The outcome of one check, consistent with the step that took it.
 
     ``reset_after`` is the number of seconds until ``remaining`` next grows
     (on a refusal: until a request would be admitted), measured from ``now``,
-    the store's clock in Unix seconds.
+    the store's clock in Unix seconds. Immutable; a named tuple, not a frozen
+    dataclass, because one is built on every check and a frozen dataclass's
+    constructor costs three times as much.
     """
 
     allowed: bool

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.db import DatabaseError
+from django.http.request import HttpHeaders
 from django.views.decorators.debug import sensitive_variables
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from ratelimit_tiers import crypto, key_state
+from ratelimit_tiers import crypto, key_state, view_throttles
 from ratelimit_tiers.algorithms import READ
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import DatabaseUnavailable, StorageUnavailable
 from ratelimit_tiers.identity import AccountUser, KeyIdentity, identities
 from ratelimit_tiers.last_used import record as record_use
+from ratelimit_tiers.local_refusals import unknown_prefixes
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.names import ACTIVE
 from ratelimit_tiers.refusals import MALFORMED_KEY, UNKNOWN_KEY, fail, refuse
 from ratelimit_tiers.storage import get_storage
 
 MAX_HEADER_LENGTH = 200
+
+#: ``RATELIMIT_TIERS_KEY_HEADER``'s name in ``request.META`` (``Authorization``: ``HTTP_AUTHORIZATION``).
+wsgi_name = functools.lru_cache(maxsize=8)(HttpHeaders.to_wsgi_name)
 
 
 class APIKeyAuthentication(BaseAuthentication):
@@ -59,15 +65,16 @@ class APIKeyAuthentication(BaseAuthentication):
         except DatabaseError as exc:  # A 503 to retry, not a 500.
             raise DatabaseUnavailable() from exc
         record_use(identity.key_id, prefix)
-        return AccountUser(identity.account_id, identity.account_name), identity
+        return identity.user, identity
 
     def authenticate_header(self, request: Request) -> str:
         return conf.KEY_KEYWORD or "Api-Key"
 
     @sensitive_variables("value")
     def get_raw_key(self, request: Request) -> str | None:
-        header = conf.KEY_HEADER
-        value = request.headers.get(header)
+        # The header's WSGI name in META, as request.headers would look it up: building
+        # that mapping of every header of the request costs more than the whole check.
+        value: str | None = request._request.META.get(wsgi_name(conf.KEY_HEADER))
         if value is None:
             return None
         if len(value) > MAX_HEADER_LENGTH:
@@ -82,12 +89,15 @@ class APIKeyAuthentication(BaseAuthentication):
 
     @staticmethod
     def _load(prefix: str) -> KeyIdentity | None:
+        if prefix in unknown_prefixes:  # Not in the database a moment ago (see local_refusals).
+            return None
         row = (
             APIKey.objects.filter(prefix=prefix)
             .values_list("pk", "hashed_secret", "account_id", "account__name")
             .first()
         )
         if row is None:
+            unknown_prefixes.add(prefix)
             return None
         identity = KeyIdentity(row[0], prefix, row[1], row[2], row[3])
         identities.put(identity)
@@ -108,16 +118,15 @@ class APIKeyAuthentication(BaseAuthentication):
         Such a throttle class says so with a true ``checks_key_state``
         (:class:`~ratelimit_tiers.throttling.TierRateThrottle` does), so this
         module needs no import of the throttle. Reads the view's
-        ``throttle_classes`` without building throttles; a view that overrides
+        ``throttle_classes`` without building throttles, once per view class
+        (:mod:`~ratelimit_tiers.view_throttles`); a view that overrides
         ``get_throttles`` is asked for its throttles instead, which it may pick
-        per request. (Not compared with ``APIView.get_throttles`` itself:
-        DRF imports authentication classes while ``rest_framework.views`` loads.)
+        per request.
         """
         view: Any = (request.parser_context or {}).get("view")
         if view is None:
             return False
-        if type(view).get_throttles.__module__ == "rest_framework.views":  # DRF's: the classes'.
-            classes = list(view.throttle_classes)
-        else:
-            classes = [type(throttle) for throttle in view.get_throttles()]
-        return any(getattr(cls, "checks_key_state", False) for cls in classes)
+        throttles = view_throttles.of(view)
+        if throttles.fixed:
+            return throttles.checks_key_state
+        return any(getattr(type(throttle), "checks_key_state", False) for throttle in view.get_throttles())

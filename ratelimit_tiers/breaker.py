@@ -131,6 +131,8 @@ class CircuitBreaker:
 
 _breakers: dict[str, CircuitBreaker] = {}
 _registry_lock = threading.Lock()
+#: The breaker of ``RATELIMIT_TIERS_CACHE``, once looked up: what every check goes through.
+_configured: CircuitBreaker | None = None
 
 
 def get_breaker(alias: str | None = None) -> CircuitBreaker:
@@ -145,13 +147,19 @@ def get_breaker(alias: str | None = None) -> CircuitBreaker:
 
 def guarded(function: Callable[..., T], *args: Any) -> T:
     """Return ``function(*args)``, called through the configured cache's breaker."""
-    return get_breaker().call(function, *args)
+    global _configured
+    breaker = _configured
+    if breaker is None:  # Settings are read once, not on every check: reset() forgets it.
+        breaker = _configured = get_breaker()
+    return breaker.call(function, *args)
 
 
 def reset() -> None:
     """Forget every breaker's state (tests; a configuration change)."""
+    global _configured
     with _registry_lock:
         _breakers.clear()
+        _configured = None
 
 
 @receiver(setting_changed, dispatch_uid="rlt_breaker_setting_changed")

@@ -5,6 +5,7 @@ IDs are stable and never reused.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -108,6 +109,9 @@ def _check_resilience_settings() -> list[CheckMessage]:
         error(11, "RATELIMIT_TIERS_BREAKER_COOLDOWN must be a positive number.", "Seconds, e.g. 5.")
     if not _is_rate_or_none(conf.INVALID_KEY_RATE):
         error(12, "RATELIMIT_TIERS_INVALID_KEY_RATE must be a rate or None.", 'E.g. "60/min".')
+    local = conf.LOCAL_REFUSAL_SECONDS
+    if not isinstance(local, (int, float)) or isinstance(local, bool) or not 0 <= local < math.inf:
+        error(16, "RATELIMIT_TIERS_LOCAL_REFUSAL_SECONDS must be a number >= 0.", "E.g. 1; 0 disables.")
     if not _is_int(conf.TRUSTED_PROXIES, 0):
         error(13, "RATELIMIT_TIERS_TRUSTED_PROXIES must be a non-negative integer.", "0 without a proxy.")
     cluster = conf.REDIS_CLUSTER

@@ -105,6 +105,11 @@ class Settings:
         return self._get("INVALID_KEY_RATE", "60/min")  # type: ignore[no-any-return]
 
     @property
+    def LOCAL_REFUSAL_SECONDS(self) -> float:
+        """Seconds a process serves the store's refusal of a key (or client network) itself; ``0``: never."""
+        return self._get("LOCAL_REFUSAL_SECONDS", 1)  # type: ignore[no-any-return]
+
+    @property
     def TRUSTED_PROXIES(self) -> int:
         """Number of proxies in front of the app whose ``X-Forwarded-For`` entries are trusted."""
         return self._get("TRUSTED_PROXIES", 0)  # type: ignore[no-any-return]

@@ -9,8 +9,7 @@ without the throttle, failing open).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ratelimit_tiers.algorithms import Decision
 
@@ -18,9 +17,8 @@ from ratelimit_tiers.algorithms import Decision
 ATTRIBUTE = "ratelimit"
 
 
-@dataclass(frozen=True)
-class RateLimitContext:
-    """The decision on a request and the endpoint category it was counted in.
+class RateLimitContext(NamedTuple):
+    """The decision on a request and the endpoint category it was counted in (immutable, cheap to build).
 
     ``decision`` is the one the ``X-RateLimit-*`` headers describe
     (:func:`~ratelimit_tiers.algorithms.headline`); ``decisions`` holds the

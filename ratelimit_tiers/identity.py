@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class KeyIdentity:
     hashed_secret: str = field(repr=False)
     account_id: int
     account_name: str
+
+    @cached_property
+    def user(self) -> AccountUser:
+        """``request.user`` for this key: built once per identity, which the cache keeps, not per request."""
+        return AccountUser(self.account_id, self.account_name)
 
 
 @dataclass(frozen=True)
@@ -67,15 +73,21 @@ class _IdentityCache:
         self._lock = threading.Lock()
 
     def get(self, prefix: str) -> KeyIdentity | None:
-        with self._lock:
-            item = self._items.get(prefix)
-            if item is None:
-                return None
-            if self.clock() >= item[0]:
-                del self._items[prefix]
-                return None
+        # No lock on a hit (every request): each step is one atomic operation of the
+        # C OrderedDict, and a forget() racing with it loses nothing a lock would keep.
+        item = self._items.get(prefix)
+        if item is None:
+            return None
+        if self.clock() >= item[0]:
+            with self._lock:
+                if self._items.get(prefix) is item:  # Not replaced by a put() meanwhile.
+                    del self._items[prefix]
+            return None
+        try:  # noqa: SIM105 - contextlib.suppress() costs more, on every request.
             self._items.move_to_end(prefix)
-            return item[1]
+        except KeyError:  # Forgotten meanwhile: this request read it just before.
+            pass
+        return item[1]
 
     def put(self, identity: KeyIdentity) -> None:
         with self._lock:

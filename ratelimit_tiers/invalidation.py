@@ -1,8 +1,8 @@
 """What a change to a tier, an account or a key invalidates, and the receivers that drop it.
 
 Everything kept about keys outside the database: the policies in the store
-(in every process at once), and each process's memory of key identities and
-key states. Connected by ``RatelimitTiersConfig.ready``.
+(in every process at once), and each process's memory of key identities, key
+states and refusals (``local_refusals``). Connected by ``RatelimitTiersConfig.ready``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from django.dispatch import receiver
 from ratelimit_tiers.errors import StorageUnavailable
 from ratelimit_tiers.identity import identities
 from ratelimit_tiers.key_state import states
+from ratelimit_tiers.local_refusals import notes, unknown_prefixes
 from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier, keys_changed
+from ratelimit_tiers.signals import counters_reset
 from ratelimit_tiers.storage import get_storage
 
 logger = logging.getLogger("ratelimit_tiers")
@@ -40,6 +42,8 @@ def evict(keys: Iterable[tuple[str, int]]) -> None:
 
 
 def _forget(keys: list[tuple[str, int]]) -> None:
+    # This process's refusals of these keys: they may be admitted earlier now.
+    notes.forget([prefix for prefix, _account in keys])
     try:
         get_storage().forget(keys)
     except StorageUnavailable as exc:
@@ -89,6 +93,21 @@ def _account_identities(instance: Account, **kwargs: Any) -> None:
 @receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_identities_key")
 def _key_identity(instance: APIKey, **kwargs: Any) -> None:
     identities.forget(prefix=instance.prefix)  # Its account may have changed.
+
+
+@receiver(post_save, sender=APIKey, dispatch_uid="rlt_unknown_prefixes_key")
+def _key_created(instance: APIKey, created: bool, **kwargs: Any) -> None:
+    # Never "unknown" in the process that created it: now, and once committed (a request
+    # racing the creation may have read the database before the commit).
+    if created:
+        prefixes = [instance.prefix]
+        unknown_prefixes.forget(prefixes)
+        transaction.on_commit(lambda: unknown_prefixes.forget(prefixes))
+
+
+@receiver(counters_reset, dispatch_uid="rlt_notes_reset")
+def _counters_reset(prefixes: list[str], **kwargs: Any) -> None:
+    notes.forget(prefixes)  # A full quota again: this process's refusals of these keys are void.
 
 
 @receiver([post_save, post_delete], sender=APIKey, dispatch_uid="rlt_key_state_key")

@@ -34,6 +34,8 @@ _last_warning = -float(WARNING_INTERVAL)
 def record(key_id: int, prefix: str) -> None:
     """Note that the key was used; one process per minute wins and runs one ``UPDATE``."""
     now = time.monotonic()
+    if now - _seen.get(prefix, -INTERVAL) < INTERVAL:
+        return  # Every request but one a minute: no lock (a dict read is atomic).
     with _lock:
         if now - _seen.get(prefix, -INTERVAL) < INTERVAL:
             return

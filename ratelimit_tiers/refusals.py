@@ -16,6 +16,7 @@ from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.clients import client_network
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import RateLimited, StorageUnavailable
+from ratelimit_tiers.local_refusals import notes
 from ratelimit_tiers.names import KeyState, client_bucket
 from ratelimit_tiers.storage import get_storage
 
@@ -44,18 +45,23 @@ def refuse(request: Any, exc: APIException) -> APIException:
 
     Counts the request against its client network's ``INVALID_KEY_RATE``
     bucket, which no real key's counter shares; once the network is over it,
-    the answer is :class:`RateLimited` with ``Retry-After``. If the store is
-    down the answer stays ``exc``.
+    the answer is :class:`RateLimited` with ``Retry-After``, served from this
+    process's memory for a while (:mod:`~ratelimit_tiers.local_refusals`). If
+    the store is down the answer stays ``exc``.
     """
     text = conf.INVALID_KEY_RATE
     if not text:
         return exc
-    rate = parse_rate(text)
     name = client_bucket(client_network(request))
+    served = notes.refusal(name, "")
+    if served is not None:  # The network's bucket refused moments ago: no round trip.
+        return RateLimited(served[0])
+    rate = parse_rate(text)
     try:
         decision = guarded(lambda: get_storage().hit_rate(name, rate))
     except StorageUnavailable:
         return exc
     if decision is None or decision.allowed:
         return exc
+    notes.note(name, "", decision)
     return RateLimited(decision)

@@ -15,6 +15,10 @@ Both are sent by :class:`~ratelimit_tiers.throttling.TierRateThrottle` with
     ``decision.remaining`` at or below ``RATELIMIT_TIERS_QUOTA_WARNING_RATIO``
     of the limit. Sent for every such request: dedupe in the receiver (e.g.
     with ``cache.add``) to alert once per window.
+
+``counters_reset`` is sent with ``sender=APIKey`` and ``prefixes`` (a list) by
+the admin's "reset counters" action and ``ratelimit_tiers_reset_key`` once the
+keys' counters are cleared.
 """
 
 from __future__ import annotations
@@ -31,25 +35,27 @@ logger = logging.getLogger("ratelimit_tiers")
 
 request_throttled = Signal()
 quota_low = Signal()
+counters_reset = Signal()
 
 
 def send_refused(
     sender: type, request: Any, prefix: str, tier: str, category: str, decision: Decision, shadow: bool
 ) -> None:
     """Log and signal a refusal, or one that shadow mode turned into an admission (``shadow``)."""
-    fields = _fields(prefix, tier, category, decision)
-    fields["shadow"] = shadow
-    logger.info(
-        "ratelimit event=%s prefix=%s tier=%s category=%s limit=%d window=%d retry_after=%d",
-        "shadow_refusal" if shadow else "throttled",
-        prefix,
-        tier,
-        category,
-        decision.limit,
-        decision.window,
-        decision.retry_after,
-        extra={"ratelimit": fields},
-    )
+    if logger.isEnabledFor(logging.INFO):  # A 429 flood is the hot path: no fields for a dropped record.
+        fields = _fields(prefix, tier, category, decision)
+        fields["shadow"] = shadow
+        logger.info(
+            "ratelimit event=%s prefix=%s tier=%s category=%s limit=%d window=%d retry_after=%d",
+            "shadow_refusal" if shadow else "throttled",
+            prefix,
+            tier,
+            category,
+            decision.limit,
+            decision.window,
+            decision.retry_after,
+            extra={"ratelimit": fields},
+        )
     request_throttled.send(
         sender, request=request, prefix=prefix, tier=tier, category=category, decision=decision, shadow=shadow
     )

@@ -11,7 +11,7 @@ from django.db import DatabaseError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from ratelimit_tiers import context, key_state
+from ratelimit_tiers import context, key_state, view_throttles
 from ratelimit_tiers.algorithms import METHOD_CATEGORIES, READ, Decision
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.conf import conf
@@ -24,6 +24,7 @@ from ratelimit_tiers.exceptions import (
     StorageUnavailable,
 )
 from ratelimit_tiers.identity import KeyIdentity
+from ratelimit_tiers.local_refusals import notes
 from ratelimit_tiers.names import ACTIVE
 from ratelimit_tiers.refusals import fail, refuse
 from ratelimit_tiers.signals import check_quota, send_refused
@@ -65,6 +66,12 @@ class TierRateThrottle(BaseThrottle):
             return True
         storage, category = get_storage(), self.get_category(request, view)
         cost = self.get_cost(request, view)
+        # A refusal of one cost says nothing of a cheaper request: notes are per category and cost.
+        noted_as = category if cost == 1 else f"{category}*{cost}"
+        served = notes.refusal(identity.prefix, noted_as)
+        if served is not None:  # Refused by the store moments ago: no round trip (see local_refusals).
+            return self.refuse_locally(request, view, identity.prefix, category, *served)
+        epoch = notes.epoch
         try:
             try:
                 outcome = guarded(storage.hit, identity.prefix, identity.account_id, category, cost)
@@ -88,7 +95,9 @@ class TierRateThrottle(BaseThrottle):
                 send_refused(type(self), request._request, identity.prefix, tier, category, decision, shadow)
                 if shadow:
                     return True  # Shadow mode: counted, logged and signalled, never refused.
+                notes.note(identity.prefix, noted_as, decision, tier, epoch)
                 return self.refuse(view, decision)
+            notes.drop(identity.prefix, noted_as)
             check_quota(type(self), request._request, identity.prefix, category, decision, tier)
             self.give_back_if_refused(view, request, identity, category, cost, decision)
         except DatabaseError as exc:  # Loading a policy: a 503 to retry, not a 500.
@@ -115,6 +124,14 @@ class TierRateThrottle(BaseThrottle):
         view.throttled = throttled
         return False
 
+    def refuse_locally(
+        self, request: Request, view: Any, prefix: str, category: str, decision: Decision, tier: str
+    ) -> bool:
+        """Refuse as the store did moments ago, its ``decision`` as of now: same headers, signal and log."""
+        context.attach(request._request, RateLimitContext(decision, category))
+        send_refused(type(self), request._request, prefix, tier, category, decision, False)
+        return self.refuse(view, decision)
+
     def give_back_if_refused(
         self, view: Any, request: Request, identity: KeyIdentity, category: str, cost: int, decision: Decision
     ) -> None:
@@ -129,6 +146,9 @@ class TierRateThrottle(BaseThrottle):
         throttled = getattr(view, "throttled", None)
         if throttled is None:
             return
+        throttles = view_throttles.of(view)
+        if throttles.fixed and throttles.only is type(self):
+            return  # The view's only throttle: no other can refuse (kept per view class).
 
         def refused(drf_request: Request, wait: float | None) -> None:
             attached = context.of(request._request)
@@ -147,7 +167,8 @@ class TierRateThrottle(BaseThrottle):
 
     def get_category(self, request: Request, view: Any) -> str:
         category = getattr(view, "ratelimit_category", None)
-        return category or METHOD_CATEGORIES.get(request.method or "GET", READ)
+        # The Django request's own: DRF's Request proxies it through __getattr__, at a cost.
+        return category or METHOD_CATEGORIES.get(request._request.method or "GET", READ)
 
     def get_cost(self, request: Request, view: Any) -> int:
         """What the request costs in every rule: the view's ``get_ratelimit_cost(request)``, else its

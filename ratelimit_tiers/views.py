@@ -10,7 +10,6 @@ key's rules.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, NoReturn
 
 from django.db import DatabaseError
@@ -109,7 +108,7 @@ class RateLimitStatusView(GenericAPIView[Any]):
             return
         decision = guarded(get_storage().hit_rate, status_bucket(prefix), parse_rate(text))
         if decision is not None and not decision.allowed:
-            raise RateLimited(replace(decision, policy=STATUS_POLICY))
+            raise RateLimited(decision._replace(policy=STATUS_POLICY))
 
     def rule_states(
         self, request: Request, identity: KeyIdentity, rules: tuple[Rule, ...]

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from ratelimit_tiers import breaker
 from ratelimit_tiers.identity import identities
+from ratelimit_tiers.local_refusals import notes, unknown_prefixes
 from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
 from ratelimit_tiers.rules import parse_limit
 from ratelimit_tiers.storage.cache import CacheStorage
@@ -167,9 +168,13 @@ def pytest_unconfigure() -> None:
 def _fresh_state() -> Iterator[None]:
     breaker.reset()
     identities.clear()
+    notes.clear()
+    unknown_prefixes.clear()
     caches["default"].clear()
     yield
     identities.clear()
+    notes.clear()
+    unknown_prefixes.clear()
 
 
 @pytest.fixture

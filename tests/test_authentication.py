@@ -184,3 +184,28 @@ def test_a_view_that_picks_its_throttles_is_asked_for_them(api):
     response = DropsTheTierThrottle.as_view()(APIRequestFactory().get("/", HTTP_AUTHORIZATION=header))
     assert response.status_code == 401
     assert response.data["code"] == "revoked"
+
+
+def test_a_view_given_other_throttle_classes_is_read_anew(api):
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    from ratelimit_tiers.authentication import APIKeyAuthentication
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    class Items(APIView):
+        authentication_classes = [APIKeyAuthentication]
+        throttle_classes = [TierRateThrottle]
+
+        def get(self, request):
+            return Response({})
+
+    header = api._credentials["HTTP_AUTHORIZATION"]
+    assert Items.as_view()(APIRequestFactory().get("/", HTTP_AUTHORIZATION=header)).status_code == 200
+    APIKey.objects.all().revoke()
+    # The same class without the throttle (as_view sets it on the instance): authentication checks the key.
+    unthrottled = Items.as_view(throttle_classes=[])
+    response = unthrottled(APIRequestFactory().get("/", HTTP_AUTHORIZATION=header))
+    assert response.status_code == 401
+    assert response.data["code"] == "revoked"

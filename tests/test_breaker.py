@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ratelimit_tiers.breaker import CircuitBreaker, get_breaker
+from ratelimit_tiers.breaker import CircuitBreaker, get_breaker, guarded
 from ratelimit_tiers.exceptions import CircuitOpen, StorageUnavailable
 from tests.conftest import URL
 
@@ -50,6 +50,17 @@ def test_opens_after_consecutive_failures_and_skips_the_store(settings):
         with pytest.raises(CircuitOpen):
             breaker.call(lambda: calls.append(1))
     assert calls == []
+
+
+def test_guarded_calls_go_through_the_breaker_of_the_configured_cache(settings):
+    settings.RATELIMIT_TIERS_BREAKER_FAILURES = 3
+    assert guarded(up) == "ok"  # Through the default cache's breaker, which guarded() keeps.
+    settings.RATELIMIT_TIERS_CACHE = "other"  # Forgets it: now through that cache's.
+    for _ in range(3):
+        with pytest.raises(StorageUnavailable):
+            guarded(down)
+    assert get_breaker("other").is_open
+    assert not get_breaker("default").is_open
 
 
 def test_half_open_probe_closes_or_reopens(settings):

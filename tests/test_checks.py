@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 
 #: Every check this app can report; each ID names one problem and is never reused.
 CHECK_IDS = {
-    *(f"E{n:03d}" for n in range(1, 16)),
+    *(f"E{n:03d}" for n in range(1, 17)),
     *(f"E{n:03d}" for n in range(20, 26)),
     *(f"E{n:03d}" for n in range(30, 33)),
     *("W001", "W002", "W003", "W005", "W020", "W030"),
@@ -89,6 +89,10 @@ def test_missing_middleware_is_a_warning(settings):
         ("TRUSTED_PROXIES", "1", "E013"),
         ("REDIS_CLUSTER", 7000, "E014"),
         ("STORAGE", "ratelimit_tiers.storage.cluster.RedisClusterStorage", "E015"),
+        ("LOCAL_REFUSAL_SECONDS", -1, "E016"),
+        ("LOCAL_REFUSAL_SECONDS", "1", "E016"),
+        ("LOCAL_REFUSAL_SECONDS", True, "E016"),
+        ("LOCAL_REFUSAL_SECONDS", float("nan"), "E016"),
     ],
 )
 def test_bad_resilience_settings_are_errors(settings, name, value, expected):
@@ -105,6 +109,8 @@ def test_bad_resilience_settings_are_errors(settings, name, value, expected):
         ("INVALID_KEY_RATE", "100/10s"),
         ("TRUSTED_PROXIES", 2),
         ("REDIS_CLUSTER", {"startup_nodes": [("127.0.0.1", 7000)]}),
+        ("LOCAL_REFUSAL_SECONDS", 0),
+        ("LOCAL_REFUSAL_SECONDS", 0.5),
     ],
 )
 def test_good_resilience_settings_pass(settings, name, value):

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -29,9 +28,9 @@ def decided(request, decision, category="read"):
 
 def test_every_rule_is_its_own_policy_and_refusing_rules_say_their_wait(settings):
     settings.RATELIMIT_TIERS_IETF_HEADERS = True
-    burst = replace(REFUSED, limit=10, window=1, reset_after=0.3, policy="all-1s")
-    minute = replace(ADMITTED, remaining=7, reset_after=20.5, policy="read-60s")
-    day = replace(REFUSED, limit=1000, window=86400, reset_after=4000.2, policy="all-day", quota=True)
+    burst = REFUSED._replace(limit=10, window=1, reset_after=0.3, policy="all-1s")
+    minute = ADMITTED._replace(remaining=7, reset_after=20.5, policy="read-60s")
+    day = REFUSED._replace(limit=1000, window=86400, reset_after=4000.2, policy="all-day", quota=True)
     request = RequestFactory().get("/")
     request.ratelimit = RateLimitContext(day, "read", (burst, minute, day))
     response = RateLimitHeadersMiddleware(lambda request: HttpResponse("ok"))(request)

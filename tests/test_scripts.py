@@ -14,7 +14,6 @@ admitted only if every rule admits it, and a refusal counts in no rule.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import random
 import time
@@ -146,7 +145,7 @@ class Schedule:
             )
         else:
             decision = self.counter(key, rule, now, cost, charge)
-        return dataclasses.replace(decision, policy=rule.name)
+        return decision._replace(policy=rule.name)
 
     def counter(self, key: str, rule: Rule, now: int, cost: int, charge: bool) -> Decision:
         rate = Rate(rule.count, rule.window)

@@ -382,3 +382,81 @@ def test_a_tier_refusal_waits_for_the_longest_throttle_of_the_view(backend, acco
     assert refused.data["code"] == "rate_limited"
     assert refused.data["retry_after"] == 300
     assert refused["X-RateLimit-Remaining"] == "0"
+
+
+class Refuses:
+    """A throttle of another app that refuses every request."""
+
+    def allow_request(self, request, view):
+        return False
+
+    def wait(self):
+        return 30.0
+
+
+def items_view(**attributes):
+    """A DRF view of this app's authentication and ``attributes`` (its throttles), answering 200."""
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+
+    from ratelimit_tiers.authentication import APIKeyAuthentication
+
+    def get(self, request):
+        return Response({})
+
+    attributes = {"authentication_classes": [APIKeyAuthentication], "get": get, **attributes}
+    return type("Items", (APIView,), attributes)
+
+
+def remaining(api):
+    from ratelimit_tiers.storage import get_storage
+
+    return get_storage().peek(api._credentials["HTTP_AUTHORIZATION"][8:20], "read").decision.remaining
+
+
+def send(view, api):
+    from rest_framework.test import APIRequestFactory
+
+    return view(APIRequestFactory().get("/", HTTP_AUTHORIZATION=api._credentials["HTTP_AUTHORIZATION"]))
+
+
+def test_a_view_whose_only_throttle_is_ours_is_not_wrapped(backend, api):
+    from rest_framework.test import APIRequestFactory
+
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    view = items_view(throttle_classes=[TierRateThrottle])()
+    request = view.initialize_request(
+        APIRequestFactory().get("/", HTTP_AUTHORIZATION=api._credentials["HTTP_AUTHORIZATION"])
+    )
+    view.request = request
+    view.check_throttles(request)
+    # No other throttle can refuse: nothing to give back, so DRF's own throttled() stays.
+    assert "throttled" not in vars(view)
+    assert remaining(api) == 59
+
+
+def test_another_throttle_set_per_view_instance_still_gets_its_refusal_given_back(backend, api):
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    Items = items_view(throttle_classes=[TierRateThrottle])
+    assert send(Items.as_view(), api).status_code == 200  # The class alone: ours is its only throttle.
+    assert remaining(api) == 59
+    # The same class, given another throttle by as_view(): that one refuses, the tier's count is given back.
+    response = send(Items.as_view(throttle_classes=[TierRateThrottle, Refuses]), api)
+    assert response.status_code == 429
+    assert response["Retry-After"] == "30"
+    assert remaining(api) == 59
+
+
+def test_a_view_that_picks_its_throttles_gets_refusals_given_back(backend, api):
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    Items = items_view(
+        throttle_classes=[TierRateThrottle],  # What it says; what it does is get_throttles().
+        get_throttles=lambda self: [TierRateThrottle(), Refuses()],
+    )
+    response = send(Items.as_view(), api)
+    assert response.status_code == 429
+    assert response["Retry-After"] == "30"
+    assert remaining(api) == 60

@@ -24,6 +24,7 @@ from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.names import KeyStatus
+from ratelimit_tiers.signals import counters_reset
 from ratelimit_tiers.storage import get_storage
 
 #: Attribute of the ``HttpRequest`` that carries a key added in the admin to its response.
@@ -202,6 +203,7 @@ class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
                 request, _("The rate-limit store is unavailable: %(error)s") % {"error": exc}, messages.ERROR
             )
             return
+        counters_reset.send(sender=APIKey, prefixes=[key.prefix for key in keys])
         for key in keys:
             self.log_change(request, key, gettext("Rate-limit counters reset (admin action)."))
         self.message_user(request, _("Counters reset."), messages.SUCCESS)

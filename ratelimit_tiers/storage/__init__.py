@@ -18,7 +18,14 @@ __all__ = ["Outcome", "Storage", "Unusable", "Verdict", "get_storage"]
 
 def get_storage() -> Storage:
     """The storage for ``RATELIMIT_TIERS_STORAGE`` or, by default, for the cache backend."""
-    return _storage(conf.STORAGE, conf.CACHE)
+    global _current
+    storage = _current
+    if storage is None:  # Settings are read once, not on every check: a settings change forgets it.
+        storage = _current = _storage(conf.STORAGE, conf.CACHE)
+    return storage
+
+
+_current: Storage | None = None
 
 
 #: The storage for each kind of cache (see ``backends``) unless ``RATELIMIT_TIERS_STORAGE`` names one.
@@ -38,5 +45,7 @@ def _storage(path: str | None, alias: str) -> Storage:
 
 @receiver(setting_changed, dispatch_uid="rlt_storage_setting_changed")
 def _reset(setting: str, **kwargs: Any) -> None:
+    global _current
     if setting == "CACHES" or setting.startswith("RATELIMIT_TIERS_"):
         _storage.cache_clear()
+        _current = None

@@ -7,7 +7,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from typing import NamedTuple, TypeAlias
 from zoneinfo import ZoneInfo
 
 from ratelimit_tiers.algorithms import Decision, Rate, headline
@@ -18,20 +18,24 @@ from ratelimit_tiers.names import generation_key as generation_key  # Where redi
 from ratelimit_tiers.rules import CALENDARS, period_bounds
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The store's answer on an active key, complete: a decision per rule, the tier and its shadow flag.
 
     ``shadow`` is the tier's own flag, as stored with the key's policy
     (``RATELIMIT_TIERS_SHADOW`` is the throttle's to add). A request is
-    admitted only if every rule admitted it; with no rule at all, it is.
+    admitted only if every rule admitted it; with no rule at all, it is. A
+    named tuple, as :class:`~ratelimit_tiers.algorithms.Decision`: one is
+    built on every check.
     """
 
     decisions: tuple[Decision, ...]
     tier: str = ""
     shadow: bool = False
-    #: A decision is only ever taken on an active key.
-    state: ClassVar[str] = ACTIVE
+
+    @property
+    def state(self) -> str:
+        """A decision is only ever taken on an active key."""
+        return ACTIVE
 
     @property
     def allowed(self) -> bool:
@@ -40,7 +44,10 @@ class Verdict:
     @property
     def decision(self) -> Decision | None:
         """What the headers describe (``algorithms.headline``); ``None`` when no rule applies."""
-        return headline(self.decisions) if self.decisions else None
+        decisions = self.decisions
+        if len(decisions) == 1:  # The common case: no choice to make.
+            return decisions[0]
+        return headline(decisions) if decisions else None
 
 
 @dataclass(frozen=True)

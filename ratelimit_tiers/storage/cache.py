@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any, NamedTuple
 
 from django.core.cache import BaseCache, caches
@@ -213,7 +212,7 @@ class _Counter(NamedTuple):
         else:
             rate = Rate(rule.count, rule.window)
             decision = counter_decide(previous, current, now, rate, charge=charge, cost=cost)
-        return replace(decision, policy=rule.name)
+        return decision._replace(policy=rule.name)
 
 
 def _stored_policy(value: Any) -> tuple[str | None, Policy] | None:

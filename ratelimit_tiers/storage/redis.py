@@ -209,10 +209,11 @@ class RedisStorage(Storage):
         head, _, rest = reply.partition(b"\n")
         _allowed, now, shadow, count = head.split(b" ")
         lines = rest.split(b"\n", int(count))
-        at = int(now) / 1000
+        now_s = int(now) / 1000
         decisions = []
         for line in lines[:-1]:
             allowed, limit, window, remaining, reset, quota, name = line.split(b" ", 6)
+            # Positional: a named tuple's keywords cost more than the parsing (see Decision).
             decisions.append(
                 Decision(
                     allowed == b"1",
@@ -220,7 +221,7 @@ class RedisStorage(Storage):
                     int(window) // 1000,
                     int(remaining),
                     int(reset) / 1000,
-                    at,
+                    now_s,
                     name.decode(),
                     quota == b"1",
                 )

@@ -9,6 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ratelimit_tiers import categories
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.management.keys import get_key
+from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.signals import counters_reset
 from ratelimit_tiers.storage import get_storage
 
 
@@ -27,4 +29,5 @@ class Command(BaseCommand):
             get_storage().clear(key.prefix, key.account_id, categories.in_use(key.account.effective_rules()))
         except StorageUnavailable as exc:
             raise CommandError(f"The rate-limit store is unavailable: {exc}") from exc
+        counters_reset.send(sender=APIKey, prefixes=[key.prefix])
         self.stdout.write(f"Reset the counters of {key.prefix} ({key.name}) of {key.account.name}.")

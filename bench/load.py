@@ -1,0 +1,199 @@
+"""End to end: bench/e2e.py's views under gunicorn, loaded from this process over loopback.
+
+The load: ``THREADS`` threads, each sending one request per new connection
+(gunicorn's sync workers close every connection) on a raw socket and reading
+the answer to its end. The client shares the machine's CPUs with the server,
+so it does as little as a request allows: its cost is paid by every row alike.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+WORKERS, THREADS = 2, 8
+
+#: The settings of the bench process and of the gunicorn it starts: the testproject's, serving bench/e2e.py.
+SETTINGS = "bench_settings"
+SETTINGS_SOURCE = """from testproject.settings import *  # noqa: F403
+
+DEBUG = False
+ROOT_URLCONF = "e2e"
+# The testproject gives up on Redis after 0.1 s (then fails open). On a loaded, shared machine a stall
+# that long is no outage to measure: wait for the answer.
+CACHES["default"]["OPTIONS"] = {"SOCKET_CONNECT_TIMEOUT": 5, "SOCKET_TIMEOUT": 5}  # noqa: F405
+"""
+
+#: Builds one request's bytes: the same each time, or a scanner's new key each time.
+Requests = Callable[[], bytes]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def request(path: str, authorization: str | None = None) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    if authorization is not None:
+        lines.append(f"Authorization: {authorization}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def same(data: bytes) -> Requests:
+    return lambda: data
+
+
+def send(port: int, data: bytes) -> int:
+    """The status of one request on a new connection, whose answer is read to its end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        chunks = [sock.recv(65536)]
+        while chunks[-1]:
+            chunks.append(sock.recv(65536))
+    return int(b"".join(chunks)[9:12])
+
+
+def write_settings(directory: str) -> list[str]:
+    """Write the ``SETTINGS`` module into ``directory``; return the paths that import it and bench/e2e.py."""
+    Path(directory, f"{SETTINGS}.py").write_text(SETTINGS_SOURCE)
+    return [directory, str(BENCH), str(ROOT)]
+
+
+@contextmanager
+def serving(directory: str) -> Iterator[int]:
+    """The port of gunicorn (``WORKERS`` sync workers) serving bench/e2e.py with ``SETTINGS``.
+
+    The environment (``REDIS_URL``, ``DJANGO_DB``) is this process's: the same Redis and database.
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": SETTINGS,
+        "PYTHONPATH": os.pathsep.join(write_settings(directory)),
+    }
+    command = [sys.executable, "-m", "gunicorn", "-w", str(WORKERS), "-b", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        [*command, "testproject.wsgi:application"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(300):
+            if server.poll() is not None:
+                raise RuntimeError("gunicorn exited")
+            try:
+                if send(port, request("/bare/")) == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("gunicorn did not answer")
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def warm(port: int, rows: dict[str, Requests], expected: dict[str, set[int]], count: int = 100) -> None:
+    """Warm every worker on every row (caches, policies, connections), checking each answer."""
+    for name, build in rows.items():
+        for _ in range(count):
+            status = send(port, build())
+            if status not in expected[name]:
+                raise RuntimeError(f"{name}: {status}, expected {sorted(expected[name])}")
+
+
+def load(port: int, build: Requests, seconds: float, threads: int = THREADS) -> tuple[Counter[int], float]:
+    """The statuses of what ``threads`` clients got while they looped for ``seconds``, and the time taken."""
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def client() -> None:
+        mine: Counter[int] = Counter()
+        while time.perf_counter() < deadline:
+            mine[send(port, build())] += 1
+        with lock:
+            statuses.update(mine)
+
+    start = time.perf_counter()
+    pool = [threading.Thread(target=client) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return statuses, time.perf_counter() - start
+
+
+@dataclass
+class Row:
+    """A row's rounds: the responses/s of each, and the statuses and store commands of them all."""
+
+    rates: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    commands: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def responses(self) -> int:
+        return sum(self.statuses.values())
+
+    def ratios(self, reference: Row) -> list[float]:
+        """This row's responses/s over the reference's, round by round."""
+        return [mine / theirs for mine, theirs in zip(self.rates, reference.rates, strict=True)]
+
+
+def alternate(
+    port: int, rows: dict[str, Requests], rounds: int, seconds: float, commands: Callable[[], Counter[str]]
+) -> dict[str, Row]:
+    """Load each row for ``seconds`` per round, rows taking turns in an order rotated every round.
+
+    A round's rows run within seconds of each other, so the machine's drift
+    cancels out of each round's ratios. ``commands`` counts the store's
+    commands so far (by name), read before and after each row's load.
+    """
+    results = {name: Row() for name in rows}
+    names = list(rows)
+    for number in range(rounds):
+        turn = number % len(names)
+        for name in names[turn:] + names[:turn]:
+            before = commands()
+            statuses, elapsed = load(port, rows[name], seconds)
+            row = results[name]
+            row.commands.update(commands() - before)
+            row.statuses.update(statuses)
+            row.rates.append(sum(statuses.values()) / elapsed)
+            row.seconds += elapsed
+    return results
+
+
+def spread(values: list[float]) -> str:
+    """The median, and the range in brackets."""
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+
+def per_response(row: Row) -> str:
+    """Store commands per response, in all and by command (the most frequent, at least 0.01 each)."""
+    responses = max(1, row.responses)
+    total = sum(row.commands.values()) / responses
+    frequent = [(name, calls / responses) for name, calls in row.commands.most_common(6)]
+    names = ", ".join(f"{name} {each:.2f}" for name, each in frequent if each >= 0.01)
+    return f"{total:.2f}" + (f" ({names})" if names else "")
+
+
+def status_mix(row: Row) -> str:
+    return ", ".join(
+        f"{status} {count / max(1, row.responses):.0%}" for status, count in sorted(row.statuses.items())
+    )
