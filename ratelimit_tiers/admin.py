@@ -60,11 +60,15 @@ STATUS_COLORS = {
 
 
 def live_usage(key: APIKey) -> SafeString:
-    """The key's usage of each rule it meets, per category in use, read from the limiter store."""
+    """The key's usage of each rule it meets, per category views can count in, from the limiter store.
+
+    Reads no database (a list of keys shows one per row): the key's rules are
+    those of its policy in the store, in the built-in and declared categories.
+    """
     storage = get_storage()
     rows = []
     try:
-        for category in categories.in_use(key.account.effective_rules()):
+        for category in categories.in_use():
             outcome = storage.peek(key.prefix, key.account_id, category)
             if isinstance(outcome, Unusable):
                 return format_html("<em>{}</em>", STATUS_LABELS.get(outcome.state, outcome.state))
