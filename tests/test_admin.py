@@ -11,7 +11,7 @@ from django.contrib.messages.storage.cookie import CookieStorage
 from django.utils import timezone
 
 from ratelimit_tiers.models import APIKey, Tier
-from tests.conftest import URL, key_client
+from tests.conftest import URL, key_client, set_rule
 
 NEW_KEY_RE = re.compile(r'<code class="rlt-new-key">(\w{12}\.[\w-]+)</code>')
 
@@ -51,7 +51,8 @@ def assert_no_secret_in_cookies(response, raw_key, rf):
 
 
 def test_tier_list_shows_limits_shadow_and_account_count(admin_client, account):
-    Tier.objects.filter(name="Pro").update(read_limit=900, shadow=True)
+    set_rule(Tier.objects.get(name="Pro"), 900, category="read")
+    Tier.objects.filter(name="Pro").update(shadow=True)
     page = admin_client.get("/admin/ratelimit_tiers/tier/").content.decode()
     for text in ["Free", "Pro", "900", "Enterprise", "Shadow mode", "Accounts"]:
         assert text in page
@@ -68,8 +69,8 @@ def test_account_page_shows_key_count_and_live_usage(admin_client, account, raw_
     assert row._key_count == 1
 
     page = admin_client.get(f"/admin/ratelimit_tiers/account/{account.pk}/change/").content.decode()
-    assert "read: 3 / 60 used, 57 left, resets in" in page
-    assert "write: 0 / 60 used, 60 left" in page
+    assert "read (all-60s): 3 / 60 used, 57 left, resets in" in page
+    assert "write (all-60s): 0 / 60 used, 60 left" in page
     assert "rlt-status-active" in page
 
 
@@ -85,12 +86,12 @@ def test_account_search_and_filters(admin_client, account, raw_key):
 def test_usage_reads_the_store_without_sql_once_warm(admin_client, api, account, django_assert_num_queries):
     from ratelimit_tiers.admin import live_usage
 
-    prefix = APIKey.objects.get().prefix
+    key = APIKey.objects.get()
     api.get(URL)
-    live_usage(prefix)  # Warm: the policy is cached by the first request anyway.
+    live_usage(key)  # Warm: the policy is cached by the first request anyway.
     with django_assert_num_queries(0):
-        html = live_usage(prefix)
-    assert "read: 1 / 60 used" in html
+        html = live_usage(key)
+    assert "read (all-60s): 1 / 60 used" in html
 
 
 def test_key_list_shows_status_and_filters_by_it(admin_client, account):
@@ -196,8 +197,7 @@ def test_rotation_never_extends_an_earlier_expiry(account):
 
 
 def test_reset_counters_action(admin_client, account, raw_key, free_tier):
-    free_tier.limit = 1
-    free_tier.save()
+    set_rule(free_tier, 1)
     api = key_client(raw_key)
     assert [api.get(URL).status_code for _ in range(2)] == [200, 429]
     assert "Counters reset." in messages_of(act(admin_client, "reset_counters", APIKey.objects.get()))
@@ -281,13 +281,10 @@ def test_every_action_is_in_the_key_history(client, django_user_model, account, 
     assert new_raw.split(".")[1] not in history
 
 
-def test_tier_page_shows_where_the_exact_log_gives_way_to_the_counter(admin_client, free_tier):
+def test_tier_page_edits_its_rules(admin_client, free_tier):
+    # The tier's limits are its rules, edited inline (the columns and their algorithm note are gone).
+    set_rule(free_tier, 20_000, category="read", algorithm="exact")
     page = admin_client.get(f"/admin/ratelimit_tiers/tier/{free_tier.pk}/change/").content.decode()
-    assert "exact. The exact log keeps at most 10,000" in page
-    free_tier.read_limit = 20_000
-    free_tier.save()
-    page = admin_client.get(f"/admin/ratelimit_tiers/tier/{free_tier.pk}/change/").content.decode()
-    assert "Algorithm in use" in page
-    assert "exact, but counter for read." in page
-    assert "keeps at most 10,000 requests per window" in page
+    assert 'name="rules-TOTAL_FORMS" value="2"' in page
+    assert 'value="20000"' in page
     assert admin_client.get("/admin/ratelimit_tiers/tier/add/").status_code == 200

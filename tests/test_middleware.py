@@ -11,7 +11,7 @@ from django.test import AsyncRequestFactory, RequestFactory
 from ratelimit_tiers.algorithms import Decision
 from ratelimit_tiers.context import RateLimitContext
 from ratelimit_tiers.middleware import RateLimitHeadersMiddleware, add_ietf_headers, sf_string
-from tests.conftest import URL
+from tests.conftest import URL, set_rule
 
 # draft-ietf-httpapi-ratelimit-headers-10: a List of Items, each a String with Integer parameters.
 POLICY_RE = re.compile(r'^"(?P<name>[a-z]+)";q=(?P<q>\d+);w=(?P<w>\d+)$')
@@ -75,9 +75,8 @@ def test_ietf_headers_are_off_by_default(api):
 
 def test_ietf_headers_agree_with_the_legacy_ones_end_to_end(api, free_tier, settings):
     settings.RATELIMIT_TIERS_IETF_HEADERS = True
-    free_tier.limit = 2
-    free_tier.write_limit = 5
-    free_tier.save()
+    set_rule(free_tier, 2)
+    set_rule(free_tier, 5, category="write")
     for expected_remaining in (1, 0):
         response = api.get(URL)
         policy = POLICY_RE.match(response["RateLimit-Policy"])
