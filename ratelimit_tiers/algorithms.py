@@ -228,9 +228,12 @@ def quota_decide(
     window = max(1, (end - start) // 1000)
     if 0 < cost <= limit and used + cost <= limit:
         counted = used + cost if charge else used
-        reset = (end - now) / 1000 if counted else 0
+        reset = max(end - now, 0) / 1000 if counted else 0
         return Decision(True, limit, window, limit - counted, reset, now / 1000, quota=True)
-    return Decision(False, limit, window, max(0, limit - used), (end - now) / 1000, now / 1000, quota=True)
+    # At least a millisecond: the bounds come from the app server's clock, which may lag the store's.
+    return Decision(
+        False, limit, window, max(0, limit - used), max(end - now, 1) / 1000, now / 1000, quota=True
+    )
 
 
 def _decision(allowed: bool, rate: Rate, remaining: int, reset_ms: int, now_ms: int) -> Decision:

@@ -53,9 +53,20 @@ class KeyStatus(str, Enum):
         return self.value
 
 
-#: The one reply of ``hit.lua`` that is not a key state nor a decision:
-#: ``"miss <generation>"``, no policy is installed for the key.
+#: The replies of ``hit.lua`` that are not a key state nor a decision:
+#: ``"miss <generation>"``, no policy is installed for the key;
+#: ``"cost <count> <rule>"``, the request costs more than a rule's count.
 MISS = "miss"
+COST = "cost"
+
+#: How store keys and the encoded rules (``policies.encode``) name the kinds of
+#: counter: the exact ring, the sliding-window counter, the calendar quota.
+EXACT_KIND = "e"
+COUNTER_KIND = "c"
+QUOTA_KIND = "q"
+#: How the encoded rules name the scopes: per API key, or per account.
+KEY_SCOPE = "k"
+ACCOUNT_SCOPE = "a"
 
 
 # Store keys. The braces are a Redis Cluster hash tag: every key of an

@@ -19,12 +19,22 @@ from ratelimit_tiers import rules as rules_
 from ratelimit_tiers.algorithms import COUNTER, EXACT, algorithm_for
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.models import APIKey, LimitRule
-from ratelimit_tiers.names import ACTIVE, INACTIVE, REVOKED, UNKNOWN, KeyState
+from ratelimit_tiers.names import (
+    ACCOUNT_SCOPE,
+    ACTIVE,
+    COUNTER_KIND,
+    EXACT_KIND,
+    INACTIVE,
+    KEY_SCOPE,
+    QUOTA_KIND,
+    REVOKED,
+    UNKNOWN,
+    KeyState,
+)
 from ratelimit_tiers.rules import ACCOUNT, Rule
 
-#: The one-letter kind of each rule's counter, as the script and ``names.counter_key`` spell it.
-KINDS = {EXACT: "e", COUNTER: "c"}
-QUOTA = "q"
+#: The kind of each algorithm's counter.
+KINDS = {EXACT: EXACT_KIND, COUNTER: COUNTER_KIND}
 #: The field of the rules a category without rules of its own meets (its tier's all-categories rules).
 DEFAULT_RULES = "r:"
 
@@ -71,7 +81,7 @@ class Policy:
 def kind(rule: Rule) -> str:
     """The counter a rule keeps: a quota's, or its algorithm's (the counter above ``EXACT_MAX_LIMIT``)."""
     if rule.calendar:
-        return QUOTA
+        return QUOTA_KIND
     return KINDS[algorithm_for(rule.algorithm or conf.ALGORITHM, rule.count)]
 
 
@@ -82,7 +92,8 @@ def encode(rules: tuple[Rule, ...]) -> str:
     whose bounds each check passes, and its window 0.
     """
     return ";".join(
-        f"{rule.calendar[:1] or kind(rule)} {rule.window * 1000} {'a' if rule.scope == ACCOUNT else 'k'} "
+        f"{rule.calendar[:1] or kind(rule)} {rule.window * 1000} "
+        f"{ACCOUNT_SCOPE if rule.scope == ACCOUNT else KEY_SCOPE} "
         f"{rule.count} {rule.name}"
         for rule in rules
     )

@@ -4,8 +4,8 @@ import shutil
 import socket
 import subprocess
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest

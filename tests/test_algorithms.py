@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ratelimit_tiers.algorithms import Rate, counter_decide, exact_decide, parse_rate
+from ratelimit_tiers.algorithms import (
+    Decision,
+    Rate,
+    counter_decide,
+    exact_decide,
+    headline,
+    parse_rate,
+    quota_decide,
+)
 
 
 @pytest.mark.parametrize(
@@ -206,3 +214,94 @@ def test_counter_peek_counts_nothing(previous, current, now, rate):
     charged = counter_decide(previous, current, now, rate)
     assert looked.allowed == charged.allowed
     assert looked.remaining == (charged.remaining + 1 if charged.allowed else 0)
+
+
+# --- Costs: a request may count for more than one (``ratelimit_cost``).
+
+#: (ms, cost) pairs in time order.
+costed_schedules = st.lists(
+    st.tuples(st.integers(min_value=0, max_value=600_000), st.integers(min_value=1, max_value=5)),
+    min_size=1,
+    max_size=200,
+).map(sorted)
+
+
+def max_cost_in_any_window(admitted, window):
+    return max((sum(c for u, c in admitted if t <= u < t + window * 1000) for t, _ in admitted), default=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedule=costed_schedules, rate=rates)
+def test_exact_with_costs_never_exceeds_limit_in_any_window(schedule, rate):
+    stamps, admitted = (), []
+    for now, cost in schedule:
+        decision, stamps = exact_decide(stamps, now, rate, cost=cost)
+        if decision.allowed:
+            admitted.append((now, cost))
+    assert max_cost_in_any_window(admitted, rate.window) <= rate.limit
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedule=costed_schedules, rate=rates)
+def test_exact_with_costs_retry_after_is_enough_and_tight_and_a_refusal_keeps_nothing(schedule, rate):
+    stamps: tuple[int, ...] = ()
+    for now, cost in schedule:
+        decision, kept = exact_decide(stamps, now, rate, cost=cost)
+        if decision.allowed:
+            stamps = kept
+            continue
+        assert kept == tuple(stamps[-rate.limit :])  # Nothing written.
+        if cost > rate.limit:
+            continue  # Never admitted: the throttle answers 403 before asking.
+        wait = decision.retry_after
+        assert exact_decide(stamps, now + wait * 1000, rate, cost=cost)[0].allowed
+        if wait > 1:
+            assert not exact_decide(stamps, now + (wait - 1) * 1000, rate, cost=cost)[0].allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(**counter_states, cost=st.integers(min_value=1, max_value=5))
+def test_counter_with_costs_retry_after_is_enough(previous, current, now, rate, cost):
+    decision = counter_decide(previous, current, now, rate, cost=cost)
+    if decision.allowed or cost > rate.limit:
+        return
+    later = now + decision.retry_after * 1000
+    prev, cur = counter_state_at(previous, current, now, later, rate)
+    assert counter_decide(prev, cur, later, rate, cost=cost).allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedule=costed_schedules, limit=st.integers(min_value=1, max_value=20))
+def test_a_quota_never_admits_more_than_its_count_in_a_period(schedule, limit):
+    period = 86_400_000 // 4  # Periods of 6 h over the schedule's 10 minutes: most share one.
+    used: dict[int, int] = {}
+    for now, cost in schedule:
+        start = now // period * period
+        decision = quota_decide(used.get(start, 0), now, start, start + period, limit, cost=cost)
+        if decision.allowed:
+            used[start] = used.get(start, 0) + cost
+            assert decision.remaining == limit - used[start]
+        else:
+            # Refused until the period ends, when a new one starts from nothing.
+            assert decision.reset_after == (start + period - now) / 1000
+            assert decision.quota and decision.remaining == max(0, limit - used.get(start, 0))
+    assert all(count <= limit for count in used.values())
+
+
+def test_a_quota_look_counts_nothing_and_an_unused_one_has_no_reset():
+    look = quota_decide(0, 1_000, 0, 86_400_000, 5, charge=False)
+    assert (look.allowed, look.remaining, look.reset_after, look.window) == (True, 5, 0, 86_400)
+    used = quota_decide(2, 1_000, 0, 86_400_000, 5, cost=3)
+    assert (used.allowed, used.remaining, used.reset_after) == (True, 0, 86_399.0)
+
+
+def test_headline_is_the_longest_refusal_else_the_fewest_remaining():
+    def decision(allowed, remaining, reset, limit=10):
+        return Decision(allowed, limit, 60, remaining, reset, 0.0)
+
+    minute, day = decision(True, 3, 20), decision(True, 3, 30_000, limit=1000)
+    assert headline([minute, decision(True, 7, 5)]) == minute
+    assert headline([minute, day]) == day  # A tie on remaining: the later reset.
+    assert headline([decision(True, 3, 20, limit=5), decision(True, 3, 20, limit=4)]).limit == 4
+    short, long = decision(False, 0, 5), decision(False, 0, 50)
+    assert headline([minute, short, long]) == long

@@ -9,6 +9,7 @@ from ratelimit_tiers import names
 from ratelimit_tiers.algorithms import ALGORITHMS, CATEGORIES
 from ratelimit_tiers.names import KeyState, KeyStatus
 from ratelimit_tiers.policies import Policy
+from ratelimit_tiers.rules import CALENDARS
 
 SCRIPTS = sorted((Path(names.__file__).parent / "storage" / "scripts").rglob("*.lua"))
 # A string literal, or a comment (skipped: prose may quote anything).
@@ -27,12 +28,25 @@ def literals(source: str) -> set[str]:
     return found
 
 
+#: What the encoded rules and the counters' key names are made of (see policies.encode, names.counter_key).
+RULE_WORDS = {
+    names.EXACT_KIND,
+    names.COUNTER_KIND,
+    names.QUOTA_KIND,
+    names.KEY_SCOPE,
+    names.ACCOUNT_SCOPE,
+}
+
+
 def known(literal: str) -> bool:
     word = literal.strip()
     return (
         word in {s.value for s in KeyState}
-        or word == names.MISS
+        or word in (names.MISS, names.COST)
         or word in Policy(KeyState.ACTIVE).to_fields()
+        or word.rstrip(":") in RULE_WORDS
+        or word in (":", "r:", "\\n")  # A key's separator, the rules' field, the reply's lines.
+        or word == "(%a) (%d+) (%a) (%d+) ([^;]+)"  # One encoded rule (policies.encode).
         or word in CATEGORIES
         or word in ALGORITHMS
         or word in COUNTER_FIELDS
@@ -55,7 +69,7 @@ def test_every_literal_of_the_scripts_is_a_known_name():
 def test_the_scripts_reply_with_key_states():
     replies = {word for path in SCRIPTS for word in REPLY.findall(path.read_text()) if word}
     assert replies  # "active" is never a reply; "expired" and the miss are.
-    assert replies <= {s.value for s in KeyState} | {names.MISS}
+    assert replies <= {s.value for s in KeyState} | {names.MISS, names.COST}
 
 
 def test_key_states_are_strings_the_store_can_hold():
@@ -71,8 +85,26 @@ def test_a_status_shared_with_the_key_states_means_the_same():
 
 
 def test_store_key_names():
-    assert names.policy_key("abc") == "rlt:{abc}:policy"
-    assert names.generation_key("abc") == "rlt:{abc}:gen"
-    assert names.bucket_key("abc", "read", "exact") == "rlt:{abc}:read:exact"
+    tag = names.account_tag(7)
+    assert tag == "a7"
+    assert names.policy_key(tag, "abc") == "rlt:{a7}:abc:policy"
+    assert names.generation_key(tag, "abc") == "rlt:{a7}:abc:gen"
+    base = names.counter_base(tag, "abc", "read")
+    assert base == "rlt:{a7}:abc:read"
+    assert names.counter_base(tag, names.POOL, "read") == "rlt:{a7}:*:read"
+    assert names.counter_key(base, "all-60s", names.EXACT_KIND) == "rlt:{a7}:abc:read:all-60s:e"
+    assert names.counter_key(base, "all-day", names.QUOTA_KIND, 1000) == "rlt:{a7}:abc:read:all-day:q:1000"
     assert names.used_key("abc") == "rlt:{abc}:used"
     assert names.client_bucket("10.0.0.1") == "ip:10.0.0.1"
+
+
+def test_the_calendars_are_the_scripts_quota_kinds():
+    # policies.encode names a quota by its calendar's first letter; hit.lua and give_back.lua
+    # find each one's period in their CALENDAR table.
+    letters = {calendar[:1] for calendar in CALENDARS}
+    assert len(letters) == len(CALENDARS)
+    for path in SCRIPTS:
+        if path.name in ("hit.lua", "give_back.lua"):
+            table = re.search(r"local CALENDAR = \{([^}]*)\}", path.read_text())
+            assert table is not None, path.name
+            assert set(re.findall(r"(\w+) =", table.group(1))) == letters

@@ -82,15 +82,16 @@ class Calendar:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._bounds: tuple[int, ...] = ()
-        self._until = 0.0
+        self._day = (0.0, 0.0)
         self._zone = ""
 
     def bounds(self) -> tuple[int, ...]:
         now, zone = self.clock(), conf.QUOTA_TIMEZONE
-        if now >= self._until or zone != self._zone:
+        # Again on a new day, a new zone, or a clock set back (NTP, a test's).
+        if not self._day[0] <= now < self._day[1] or zone != self._zone:
             periods = [period_bounds(calendar, now, ZoneInfo(zone)) for calendar in CALENDARS]
             self._bounds = tuple(round(edge * 1000) for period in periods for edge in period)
-            self._until, self._zone = periods[0][1], zone
+            self._day, self._zone = periods[0], zone
         return self._bounds
 
     def period(self, calendar: str) -> tuple[int, int]:
@@ -121,8 +122,8 @@ class Storage(ABC):
         """Count one request of ``category`` and ``cost`` for the key, and decide on it."""
 
     @abstractmethod
-    def peek(self, prefix: str, account: int, category: str) -> Outcome:
-        """Report the state as :meth:`hit` of cost 1 would see it, without counting."""
+    def peek(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
+        """Report the state as :meth:`hit` of ``cost`` would see it, without counting."""
 
     @abstractmethod
     def clear(self, prefix: str, account: int, categories: Iterable[str]) -> None:

@@ -9,19 +9,21 @@ from typing import Any, NamedTuple
 
 from django.core.cache import BaseCache, caches
 
-from ratelimit_tiers.algorithms import COUNTER, READ, Decision, Rate, counter_decide, quota_decide
+from ratelimit_tiers.algorithms import READ, Decision, Rate, counter_decide, quota_decide
 from ratelimit_tiers.errors import CostExceedsLimit, StorageUnavailable
 from ratelimit_tiers.names import (
     ACTIVE,
+    COUNTER_KIND,
     EXPIRED,
     POOL,
+    QUOTA_KIND,
     account_tag,
     counter_base,
     counter_key,
     generation_key,
     policy_key,
 )
-from ratelimit_tiers.policies import KINDS, QUOTA, Policy, load_policy
+from ratelimit_tiers.policies import Policy, load_policy
 from ratelimit_tiers.rules import ACCOUNT, KEY, Rule
 from ratelimit_tiers.storage.base import (
     GENERATION_TIMEOUT,
@@ -62,8 +64,8 @@ class CacheStorage(Storage):
     def hit(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
         return self._check(prefix, account, category, cost, charge=True)
 
-    def peek(self, prefix: str, account: int, category: str) -> Outcome:
-        return self._check(prefix, account, category, 1, charge=False)
+    def peek(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
+        return self._check(prefix, account, category, cost, charge=False)
 
     def clear(self, prefix: str, account: int, categories: Iterable[str]) -> None:
         policy = self._policy(prefix, account)
@@ -147,7 +149,7 @@ class CacheStorage(Storage):
         return self._count([counter], now, 1, charge=True)[0]
 
     def _counter(self, base: str, rule: Rule, now: int) -> _Counter:
-        key = counter_key(base, rule.name, QUOTA if rule.calendar else COUNTER_KIND)
+        key = counter_key(base, rule.name, QUOTA_KIND if rule.calendar else COUNTER_KIND)
         if rule.calendar:
             start, end = self.calendar.period(rule.calendar)
             # Kept an hour past the period's end, as the Redis script keeps it.
@@ -212,9 +214,6 @@ class _Counter(NamedTuple):
             rate = Rate(rule.count, rule.window)
             decision = counter_decide(previous, current, now, rate, charge=charge, cost=cost)
         return replace(decision, policy=rule.name)
-
-
-COUNTER_KIND = KINDS[COUNTER]
 
 
 def _stored_policy(value: Any) -> tuple[str | None, Policy] | None:

@@ -31,7 +31,7 @@ class DummyStorage(Storage):
     def hit(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
         raise self._unavailable()
 
-    def peek(self, prefix: str, account: int, category: str) -> Outcome:
+    def peek(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
         raise self._unavailable()
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:

@@ -12,18 +12,22 @@ from typing import Any
 from django.core.cache import caches
 from redis.exceptions import NoScriptError
 
-from ratelimit_tiers.algorithms import COUNTER, EXACT, READ, Decision, Rate
+from ratelimit_tiers.algorithms import READ, Decision, Rate
 from ratelimit_tiers.errors import CostExceedsLimit, StorageUnavailable
 from ratelimit_tiers.names import (
     ACTIVE,
+    COST,
+    COUNTER_KIND,
+    EXACT_KIND,
     POOL,
+    QUOTA_KIND,
     account_tag,
     counter_base,
     counter_key,
     generation_key,
     policy_key,
 )
-from ratelimit_tiers.policies import KINDS, QUOTA, Policy, load_policy
+from ratelimit_tiers.policies import Policy, load_policy
 from ratelimit_tiers.rules import KEY, Rule
 from ratelimit_tiers.storage import base
 from ratelimit_tiers.storage.backends import redis_client
@@ -32,7 +36,6 @@ from ratelimit_tiers.storage.eviction import warn_if_evicting
 from ratelimit_tiers.storage.transport import Arg, KeptConnections, ScriptCall
 
 SCRIPTS = Path(__file__).parent / "scripts"
-EXACT_KIND, COUNTER_KIND = KINDS[EXACT], KINDS[COUNTER]
 
 
 def assemble(*parts: str) -> bytes:
@@ -92,8 +95,8 @@ class RedisStorage(Storage):
     def hit(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
         return self._check(prefix, account_tag(account), category, cost, charge=True)
 
-    def peek(self, prefix: str, account: int, category: str) -> Outcome:
-        return self._check(prefix, account_tag(account), category, 1, charge=False)
+    def peek(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
+        return self._check(prefix, account_tag(account), category, cost, charge=False)
 
     def clear(self, prefix: str, account: int, categories: Iterable[str]) -> None:
         tag = account_tag(account)
@@ -111,7 +114,7 @@ class RedisStorage(Storage):
 
     def _counters(self, rule: Rule) -> list[tuple[str, int | None]]:
         if rule.calendar:
-            return [(QUOTA, self.calendar.period(rule.calendar)[0])]
+            return [(QUOTA_KIND, self.calendar.period(rule.calendar)[0])]
         return [(EXACT_KIND, None), (COUNTER_KIND, None)]
 
     def forget(self, keys: Iterable[tuple[str, int]]) -> None:
@@ -196,7 +199,7 @@ class RedisStorage(Storage):
     def _outcome(cls, reply: bytes, cost: int) -> Outcome:
         if reply[:1].isdigit():
             return cls._verdict(reply)
-        if reply.startswith(b"cost "):
+        if reply.startswith(COST.encode()):
             _word, count, rule = reply.decode().split(" ", 2)
             raise CostExceedsLimit(cost, int(count), rule)
         return Unusable(reply.decode())
