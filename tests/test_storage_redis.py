@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import re
 import subprocess
 import sys
 import threading
@@ -21,11 +20,19 @@ from rest_framework.test import APIRequestFactory
 from ratelimit_tiers.algorithms import COUNTER, EXACT, EXACT_MAX_LIMIT
 from ratelimit_tiers.authentication import APIKeyAuthentication
 from ratelimit_tiers.models import APIKey, Tier
-from ratelimit_tiers.names import account_tag, counter_base, counter_key, generation_key, policy_key
-from ratelimit_tiers.policies import KINDS
-from ratelimit_tiers.rules import applicable
+from ratelimit_tiers.names import (
+    COUNTER_KIND,
+    EXACT_KIND,
+    account_tag,
+    counter_base,
+    counter_key,
+    generation_key,
+    policy_key,
+)
+from ratelimit_tiers.policies import KINDS, encode
+from ratelimit_tiers.rules import Rule, applicable
 from ratelimit_tiers.storage import get_storage
-from ratelimit_tiers.storage.redis import SCRIPT, SCRIPT_SHA, RedisStorage
+from ratelimit_tiers.storage.redis import SCRIPT_SHA, RedisStorage
 from ratelimit_tiers.storage.transport import KEPT_CONNECTIONS, encode_command
 from ratelimit_tiers.throttling import TierRateThrottle
 from testproject.views import ItemViewSet
@@ -169,8 +176,11 @@ def test_no_ring_is_kept_above_the_exact_cap(redis_cache, account, free_tier, ra
         assert client.hgetall(counter).keys() == {b"w", b"c", b"p"}
 
 
-def test_the_script_caps_the_ring_at_exact_max_limit():
-    assert re.findall(rb"limit > (\d+)", SCRIPT) == [str(EXACT_MAX_LIMIT).encode()]
+def test_no_policy_asks_the_script_for_a_ring_above_exact_max_limit(settings):
+    # The script keeps the ring a rule's kind asks for: the policy caps it.
+    settings.RATELIMIT_TIERS_ALGORITHM = "exact"
+    rules = (Rule(EXACT_MAX_LIMIT, 60), Rule(EXACT_MAX_LIMIT + 1, 60, category="read", algorithm="exact"))
+    assert [part.split()[0] for part in encode(rules).split(";")] == [EXACT_KIND, COUNTER_KIND]
 
 
 @pytest.mark.parametrize("algorithm", ["exact", "counter"])
@@ -300,9 +310,11 @@ def test_a_refusal_is_one_round_trip_and_no_sql(any_redis_cache, free_tier, api,
     stats.close()
 
 
-def test_a_policy_stored_without_a_shadow_flag_is_loaded_again(redis_cache, account, free_tier, raw_key):
-    # A policy hash written before policies carried their shadow flag (an upgrade)
-    # is a miss: the tier's flag must never be taken as off for want of the field.
+def test_a_policy_stored_without_rules_or_a_shadow_flag_is_loaded_again(
+    redis_cache, account, free_tier, raw_key
+):
+    # A policy hash written before policies carried their rules and shadow flag (an
+    # upgrade) is a miss: the tier's rules and flag are never taken as none and off.
     prefix = APIKey.objects.get().prefix
     storage = get_storage()
     outcome = storage.hit(prefix, account.pk, "read")
@@ -310,7 +322,7 @@ def test_a_policy_stored_without_a_shadow_flag_is_loaded_again(redis_cache, acco
     Tier.objects.filter(pk=free_tier.pk).update(shadow=True)  # No signal: the stored policy stays.
     assert storage.hit(prefix, account.pk, "read").shadow is False
     policy = caches["default"].make_key(policy_key(account_tag(account.pk), prefix))
-    get_redis_connection("default").hdel(policy, "shadow")
+    get_redis_connection("default").hdel(policy, "shadow", "r:")
     outcome = storage.hit(prefix, account.pk, "read")
     assert (outcome.tier, outcome.shadow, outcome.decision.remaining) == ("Free", True, 57)
 
@@ -481,7 +493,7 @@ def test_djangos_own_redis_cache_gets_the_script_on_its_write_server(
     # The keys carry the cache's KEY_PREFIX and VERSION, as make_key shapes them.
     tag = account_tag(account.pk)
     counter = counter_key(counter_base(tag, prefix, "read"), "all-60s", "e")
-    assert sorted(server.keys()) == [f"shop:3:{k}".encode() for k in (counter, policy_key(tag, prefix))]
+    assert sorted(server.keys()) == sorted(f"shop:3:{k}".encode() for k in (counter, policy_key(tag, prefix)))
     storage.clear(prefix, account.pk, ["read"])
     storage.forget([(prefix, account.pk)])
     # Only the eviction's new generation is left (it expires on its own).
