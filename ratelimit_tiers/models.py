@@ -154,7 +154,7 @@ class LimitRule(models.Model):
         return f"{rule.rate} ({rule.name})"
 
     def clean(self) -> None:
-        if (self.tier_id is None) == (self.account_id is None):
+        if self._owned_by("tier") == self._owned_by("account"):
             raise ValidationError(_("A rule belongs to a tier or to an account."))
         if bool(self.window_seconds) == bool(self.calendar):
             raise ValidationError(_("Give a sliding window in seconds, or a calendar quota, not both."))
@@ -162,8 +162,12 @@ class LimitRule(models.Model):
             raise ValidationError(
                 {"algorithm": _("A calendar quota is a counter: leave the algorithm empty.")}
             )
-        if self.until is not None and self.account_id is None:
+        if self.until is not None and not self._owned_by("account"):
             raise ValidationError({"until": _("Only an account's override can end.")})
+
+    def _owned_by(self, field: str) -> bool:
+        # A rule added inline with a new tier or account has its owner, unsaved (no id yet).
+        return getattr(self, f"{field}_id") is not None or self._state.fields_cache.get(field) is not None
 
     def as_rule(self) -> Rule:
         until: datetime | None = self.until
