@@ -212,7 +212,7 @@ class AccountAdmin(admin.ModelAdmin):
     @admin.display(description=_("effective rules"))
     def effective_rules(self, obj: Account) -> SafeString:
         if obj.pk is None:
-            return format_html("")
+            return SafeString()  # format_html("") is deprecated (Django 5.0): it fails the add page.
         return describe_rules(obj.effective_rules(), origin=True)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
