@@ -10,7 +10,7 @@ from django.contrib.messages import get_messages
 from django.contrib.messages.storage.cookie import CookieStorage
 from django.utils import timezone
 
-from ratelimit_tiers.models import APIKey, Tier
+from ratelimit_tiers.models import Account, APIKey, Tier
 from tests.conftest import URL, key_client, set_rule
 
 NEW_KEY_RE = re.compile(r'<code class="rlt-new-key">(\w{12}\.[\w-]+)</code>')
@@ -279,6 +279,40 @@ def test_every_action_is_in_the_key_history(client, django_user_model, account, 
     assert "operator" in history
     assert f"replaced by {new.prefix}" in history
     assert new_raw.split(".")[1] not in history
+
+
+def inline_rules(*rules):
+    """The POST data of the rules inline, for new rows."""
+    data = {"rules-TOTAL_FORMS": len(rules), "rules-INITIAL_FORMS": 0, "api_keys-TOTAL_FORMS": 0}
+    data["api_keys-INITIAL_FORMS"] = 0
+    for i, rule in enumerate(rules):
+        defaults = {"category": "", "window_seconds": 60, "calendar": "", "scope": "key", "algorithm": ""}
+        data.update({f"rules-{i}-{name}": value for name, value in {**defaults, **rule}.items()})
+    return data
+
+
+def test_a_new_tier_and_a_new_account_get_their_rules_inline(admin_client, free_tier):
+    response = admin_client.post(
+        "/admin/ratelimit_tiers/tier/add/",
+        {"name": "Startup", **inline_rules({"count": 5}, {"category": "write", "count": 2})},
+    )
+    assert response.status_code == 302, response.context["inline_admin_formsets"][0].formset.errors
+    startup = Tier.objects.get(name="Startup")
+    assert sorted(startup.rules.values_list("category", "count")) == [("", 5), ("write", 2)]
+    until = (timezone.now() + timedelta(hours=1)).replace(microsecond=0)
+    assert admin_client.get("/admin/ratelimit_tiers/account/add/").status_code == 200
+    response = admin_client.post(
+        "/admin/ratelimit_tiers/account/add/",
+        {
+            "name": "Globex",
+            "tier": startup.pk,
+            "is_active": "on",
+            **inline_rules({"count": 50, "until_0": until.date(), "until_1": until.time()}),
+        },
+    )
+    assert response.status_code == 302, response.context["inline_admin_formsets"][0].formset.errors
+    [rule] = Account.objects.get(name="Globex").rules.all()
+    assert (rule.count, rule.until) == (50, until)
 
 
 def test_tier_page_edits_its_rules(admin_client, free_tier):

@@ -21,6 +21,7 @@ from django.test import Client
 from playwright.sync_api import Page, sync_playwright
 
 from ratelimit_tiers.models import Account, APIKey, Tier
+from tests.conftest import set_rule
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by scripts/install-system-deps.
@@ -109,8 +110,11 @@ def test_operator_tour(page, live_server, django_user_model):
     # A tier with its own limits, and an account in it.
     page.goto(f"{url}/admin/ratelimit_tiers/tier/add/")
     page.fill("#id_name", "Startup")
-    page.fill("#id_limit", "5")
-    page.fill("#id_write_limit", "2")
+    for row, (category, count) in enumerate([("", "5"), ("write", "2")]):  # Its rules, inline.
+        page.click("#rules-group .add-row a")
+        page.fill(f"#id_rules-{row}-category", category)
+        page.fill(f"#id_rules-{row}-count", count)
+        page.fill(f"#id_rules-{row}-window_seconds", "60")
     page.click("input[name=_save]")
     assert "was added successfully" in page.locator("ul.messagelist").inner_text()
     shot(page, "tiers")
@@ -139,7 +143,7 @@ def test_operator_tour(page, live_server, django_user_model):
 
     # The account page shows its live usage, read from the limiter store.
     page.goto(f"{url}/admin/ratelimit_tiers/account/{key.account_id}/change/")
-    assert "read: 2 / 5 used, 3 left" in page.locator(".rlt-usage").first.inner_text()
+    assert "read (all-60s): 2 / 5 used, 3 left" in page.locator(".rlt-usage").first.inner_text()
     shot(page, "account-usage")
 
     # Revoked in the admin: refused on the next call.
@@ -165,7 +169,8 @@ def test_operator_tour(page, live_server, django_user_model):
 def test_view_only_staff_cannot_act_and_history_shows_who_did(page, live_server, django_user_model):
     url = live_server.url
     # live_server flushes the database between tests: no seeded tiers here.
-    tier = Tier.objects.create(name="Viewers", limit=50)
+    tier = Tier.objects.create(name="Viewers")
+    set_rule(tier, 50)
     key, raw_key = APIKey.objects.create_key(
         account=Account.objects.create(name="Initech", tier=tier), name="api"
     )

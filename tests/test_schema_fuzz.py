@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from ratelimit_tiers.models import Account, APIKey, Tier
+from tests.conftest import set_rule
 
 
 @pytest.fixture
@@ -33,7 +34,8 @@ schema = schemathesis.pytest.from_fixture("web_app")
 
 @pytest.fixture
 def key_header(db):
-    account = Account.objects.create(name="fuzz", tier=Tier.objects.get(name="Free"), limit_override=100_000)
+    account = Account.objects.create(name="fuzz", tier=Tier.objects.get(name="Free"))
+    set_rule(account, 100_000)
     return {"Authorization": f"Api-Key {APIKey.objects.create_key(account=account, name='fuzz')[1]}"}
 
 
