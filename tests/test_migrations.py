@@ -21,12 +21,12 @@ TIERS = {
     "Split": (50, 10, {"write": 5, "delete": 1}, "counter"),
     "Every": (1000, 3600, {"read": 900, "write": 90, "delete": 9, "auth": 3}, "exact"),
 }
-#: Accounts: (tier, custom limit), and the prefix of their one key.
+#: Accounts: the prefix of their one key, (tier, custom limit).
 ACCOUNTS = {
     "plain": ("Plain", None),
     "split": ("Split", None),
-    "split-custom": ("Split", 7),
-    "every-custom": ("Every", 20_000),
+    "splitcustom": ("Split", 7),
+    "everycustom": ("Every", 20_000),
 }
 
 
@@ -59,7 +59,7 @@ def at_0004(transactional_db, django_db_serialized_rollback):
             )
         for name, (tier, override) in ACCOUNTS.items():
             account = Account.objects.create(name=name, tier=tiers[tier], limit_override=override)
-            APIKey.objects.create(account=account, name=name, prefix=f"k-{name}", hashed_secret="x")
+            APIKey.objects.create(account=account, name=name, prefix=name, hashed_secret="x")
         yield apps
     finally:
         migrate(leaf)
@@ -68,7 +68,7 @@ def at_0004(transactional_db, django_db_serialized_rollback):
 def test_the_columns_become_rules_that_apply_the_same_limits(at_0004):
     migrate(RULES)
     for name, (tier, override) in ACCOUNTS.items():
-        policy = load_policy(f"k-{name}")
+        policy = load_policy(name)
         assert policy.tier == tier
         for category in CATEGORIES:
             applied = [(r.count, r.window, r.algorithm) for r in policy.applicable(category)]
