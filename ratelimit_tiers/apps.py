@@ -24,6 +24,7 @@ class RatelimitTiersConfig(AppConfig):
         checks.register(rlt_checks.check_cache, checks.Tags.caches)
         checks.register(rlt_checks.check_middleware)
         checks.register(rlt_checks.check_surface_settings)
+        checks.register(rlt_checks.check_views, checks.Tags.urls)
         checks.register(rlt_checks.check_eviction, checks.Tags.caches, deploy=True)
         if importlib.util.find_spec("drf_spectacular") is not None:
             # drf-spectacular is optional: imported only when it is installed.

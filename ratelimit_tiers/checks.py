@@ -5,14 +5,20 @@ IDs are stable and never reused.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from ratelimit_tiers.algorithms import ALGORITHMS, parse_rate
+from ratelimit_tiers.categories import ThrottledView, throttled_views
 from ratelimit_tiers.conf import conf
+from ratelimit_tiers.models import LimitRule
+from ratelimit_tiers.rules import CATEGORY_RE, Rule, applicable
 from ratelimit_tiers.storage import Storage
 from ratelimit_tiers.storage.backends import redis_client
 
@@ -75,6 +81,20 @@ def _is_int(value: Any, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
+def _is_rate_or_none(rate: Any) -> bool:
+    try:
+        return rate is None or (isinstance(rate, str) and parse_rate(rate).limit > 0)
+    except ValueError:
+        return False
+
+
+def _is_time_zone(name: Any) -> bool:
+    try:
+        return isinstance(name, str) and ZoneInfo(name) is not None
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError.
+        return False
+
+
 def _check_resilience_settings() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
 
@@ -86,12 +106,7 @@ def _check_resilience_settings() -> list[CheckMessage]:
     cooldown = conf.BREAKER_COOLDOWN
     if not isinstance(cooldown, (int, float)) or isinstance(cooldown, bool) or cooldown <= 0:
         error(11, "RATELIMIT_TIERS_BREAKER_COOLDOWN must be a positive number.", "Seconds, e.g. 5.")
-    rate = conf.INVALID_KEY_RATE
-    try:
-        valid_rate = rate is None or (isinstance(rate, str) and parse_rate(rate).limit > 0)
-    except ValueError:
-        valid_rate = False
-    if not valid_rate:
+    if not _is_rate_or_none(conf.INVALID_KEY_RATE):
         error(12, "RATELIMIT_TIERS_INVALID_KEY_RATE must be a rate or None.", 'E.g. "60/min".')
     if not _is_int(conf.TRUSTED_PROXIES, 0):
         error(13, "RATELIMIT_TIERS_TRUSTED_PROXIES must be a non-negative integer.", "0 without a proxy.")
@@ -187,6 +202,22 @@ def check_surface_settings(**kwargs: Any) -> list[CheckMessage]:
                 id="ratelimit_tiers.E023",
             )
         )
+    if not _is_time_zone(conf.QUOTA_TIMEZONE):
+        errors.append(
+            Error(
+                f"RATELIMIT_TIERS_QUOTA_TIMEZONE {conf.QUOTA_TIMEZONE!r} is not a known time zone.",
+                hint='An IANA name, e.g. "UTC" or "Europe/Paris" (install tzdata where the OS has none).',
+                id="ratelimit_tiers.E024",
+            )
+        )
+    if not _is_rate_or_none(conf.STATUS_RATE):
+        errors.append(
+            Error(
+                "RATELIMIT_TIERS_STATUS_RATE must be a rate or None.",
+                hint='E.g. "60/min": requests of one key to the status view.',
+                id="ratelimit_tiers.E025",
+            )
+        )
     if conf.SHADOW is True:
         errors.append(
             Warning(
@@ -218,3 +249,97 @@ def check_eviction(**kwargs: Any) -> list[CheckMessage]:
     if policy is None or policy == SAFE_POLICY:
         return []
     return [Warning(evicting_message(alias, policy), hint=EVICTING_HINT, id="ratelimit_tiers.W005")]
+
+
+def check_views(**kwargs: Any) -> list[CheckMessage]:
+    """Views throttled by ``TierRateThrottle``: their ``ratelimit_category`` and ``ratelimit_cost``
+    against the names a rule can have and the tiers' rules (read from the database, when it answers)."""
+    messages: dict[str, CheckMessage] = {}  # By text: a view routed twice is one problem.
+    views = throttled_views()
+    for view in views:
+        category = view.category
+        if category and not (isinstance(category, str) and CATEGORY_RE.match(category)):
+            error = Error(
+                f"{view.name}.ratelimit_category {category!r} is not a category name.",
+                hint="Lowercase letters, digits, '.', '_' or '-' (at most 50), e.g. \"search\".",
+                id="ratelimit_tiers.E030",
+            )
+            messages[error.msg] = error
+        cost = static_cost(view)
+        if cost is not PER_REQUEST and (type(cost) is not int or cost < 1):
+            error = Error(
+                f"{view.name}.ratelimit_cost {cost!r} is not a whole number of at least 1.",
+                hint="The number of requests one request counts as, e.g. 10.",
+                id="ratelimit_tiers.E031",
+            )
+            messages[error.msg] = error
+    try:
+        rows = list(LimitRule.objects.select_related("tier"))
+    except DatabaseError:
+        return list(messages.values())  # Not migrated yet, or no database: checked once it is.
+    for message in _check_costs(views, rows) + _check_unnamed_categories(views, rows):
+        messages[message.msg] = message
+    return list(messages.values())
+
+
+#: What :func:`static_cost` answers for a view that computes its cost per request.
+PER_REQUEST = object()
+
+
+def static_cost(view: ThrottledView) -> Any:
+    """Its ``ratelimit_cost`` (default 1), or :data:`PER_REQUEST` when it has ``get_ratelimit_cost``."""
+    if view.attribute("get_ratelimit_cost") is not None:
+        return PER_REQUEST
+    return view.attribute("ratelimit_cost", 1)
+
+
+def _check_costs(views: list[ThrottledView], rows: list[LimitRule]) -> list[CheckMessage]:
+    """A static cost more than the count of a rule its requests meet in some tier: always a 403."""
+    tiers: dict[str, list[Rule]] = defaultdict(list)
+    for row in rows:
+        if row.tier is not None:
+            tiers[row.tier.name].append(row.as_rule())
+    messages: list[CheckMessage] = []
+    for view in views:
+        cost = static_cost(view)
+        if type(cost) is not int:
+            continue
+        too_small = sorted(
+            f"{tier} {rule.name} ({rule.rate})"
+            for tier, rules in tiers.items()
+            for category in view.categories
+            for rule in applicable(rules, category)
+            if rule.count < cost
+        )
+        if too_small:
+            messages.append(
+                Error(
+                    f"{view.name}.ratelimit_cost {cost} is more than rules admit in a whole period: "
+                    f"{', '.join(too_small)}. Such requests would always get 403.",
+                    hint="Lower the cost, or raise those rules' counts.",
+                    id="ratelimit_tiers.E032",
+                )
+            )
+    return messages
+
+
+def _check_unnamed_categories(views: list[ThrottledView], rows: list[LimitRule]) -> list[CheckMessage]:
+    named = {row.category for row in rows}
+    unnamed: dict[str, list[str]] = defaultdict(list)
+    for view in views:
+        category = view.category
+        valid = isinstance(category, str) and CATEGORY_RE.match(category)
+        if valid and category not in named and view.name not in unnamed[category]:
+            unnamed[category].append(view.name)
+    if not unnamed:
+        return []
+    listed = "; ".join(f"{category!r}: {', '.join(names)}" for category, names in sorted(unnamed.items()))
+    return [
+        Warning(
+            f"No limit rule names the category of these views ({listed}): each tier's all-categories "
+            "rules apply to it, counted apart from the other categories.",
+            hint="Give the tiers a rule for it (ratelimit_tiers_limits set TIER RATE --category C), "
+            "or silence this warning if their all-categories rules are meant.",
+            id="ratelimit_tiers.W030",
+        )
+    ]

@@ -115,6 +115,11 @@ class Settings:
         return self._get("QUOTA_TIMEZONE", "UTC")  # type: ignore[no-any-return]
 
     @property
+    def STATUS_RATE(self) -> str | None:
+        """Rate (e.g. ``"60/min"``) of a key's requests to the status view before 429; ``None``: no limit."""
+        return self._get("STATUS_RATE", "60/min")  # type: ignore[no-any-return]
+
+    @property
     def REDIS_CLUSTER(self) -> str | dict[str, Any] | None:
         """URL of a cluster node, or ``RedisCluster`` keyword arguments, for ``RedisClusterStorage``."""
         return self._get("REDIS_CLUSTER", None)  # type: ignore[no-any-return]

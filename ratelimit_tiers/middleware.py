@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -61,27 +61,35 @@ def add_headers(request: HttpRequest, response: HttpResponseBase) -> HttpRespons
         response.headers[REMAINING] = str(decision.remaining)
         response.headers[RESET] = str(decision.reset_at)
         if conf.IETF_HEADERS:
-            add_ietf_headers(response, decision, attached.category)
+            add_ietf_headers(response, attached.decisions or (decision,), attached.category)
     return response
 
 
-def add_ietf_headers(response: HttpResponseBase, decision: Decision, category: str) -> None:
-    """One quota policy per endpoint category, named after it (a Structured Fields String).
+def add_ietf_headers(response: HttpResponseBase, decisions: Sequence[Decision], category: str) -> None:
+    """Every rule the request met as its own quota policy, named after the rule (a Structured Fields String).
 
-    ``RateLimit-Policy: "read";q=60;w=60`` states the policy and
-    ``RateLimit: "read";r=59;t=12`` the key's remaining quota and the seconds
-    until it grows (on a 429, until a retry is admitted: ``Retry-After``).
+    ``RateLimit-Policy: "read-60s";q=60;w=60, "all-day";q=1000;w=86400`` states
+    the policies (``w``: a quota's whole period) and ``RateLimit:
+    "read-60s";r=59;t=12, "all-day";r=998;t=40000`` what remains of each and
+    the seconds until it grows; for a rule that refuses (a 429), until it
+    admits a retry: the longest of those is ``Retry-After``. A decision without
+    a rule name (an ad-hoc bucket) is named after ``category``.
     """
-    name = sf_string(category)
-    reset = decision.retry_after if not decision.allowed else max(0, math.ceil(decision.reset_after))
-    response.headers[POLICY] = f"{name};q={decision.limit};w={decision.window}"
-    response.headers[RATELIMIT] = f"{name};r={decision.remaining};t={reset}"
+    policies, states = [], []
+    for decision in decisions:
+        name = sf_string(decision.policy or category)
+        reset = decision.retry_after if not decision.allowed else max(0, math.ceil(decision.reset_after))
+        policies.append(f"{name};q={decision.limit};w={decision.window}")
+        states.append(f"{name};r={decision.remaining};t={reset}")
+    response.headers[POLICY] = ", ".join(policies)
+    response.headers[RATELIMIT] = ", ".join(states)
 
 
 def sf_string(value: str) -> str:
     """Serialize an RFC 8941 String: ``"`` and ``\\`` escaped, other non-printable-ASCII as ``_``.
 
-    A view's ``ratelimit_category`` is free text; a header must never fail the response.
+    A view's ``ratelimit_category`` is free text (the checks refuse names a rule
+    could not have, but a header must never fail the response).
     """
     value = "".join(char if " " <= char <= "~" else "_" for char in value)
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

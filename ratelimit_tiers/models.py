@@ -154,20 +154,25 @@ class LimitRule(models.Model):
         return f"{rule.rate} ({rule.name})"
 
     def clean(self) -> None:
-        if self._owned_by("tier") == self._owned_by("account"):
+        if self._has_owner("tier") == self._has_owner("account"):
             raise ValidationError(_("A rule belongs to a tier or to an account."))
         if bool(self.window_seconds) == bool(self.calendar):
             raise ValidationError(_("Give a sliding window in seconds, or a calendar quota, not both."))
+        if self.category == "all":
+            # Rule names and the operators' tables call the rules of every category "all".
+            raise ValidationError(
+                {"category": _("'all' names the rules of every category: leave the category empty.")}
+            )
         if self.calendar and self.algorithm:
             raise ValidationError(
                 {"algorithm": _("A calendar quota is a counter: leave the algorithm empty.")}
             )
-        if self.until is not None and not self._owned_by("account"):
+        if self.until is not None and not self._has_owner("account"):
             raise ValidationError({"until": _("Only an account's override can end.")})
 
-    def _owned_by(self, field: str) -> bool:
-        # A rule added inline with a new tier or account has its owner, unsaved (no id yet).
-        return getattr(self, f"{field}_id") is not None or self._state.fields_cache.get(field) is not None
+    def _has_owner(self, field: str) -> bool:
+        # An inline on a tier or an account being added sets the owner before it has an id.
+        return getattr(self, f"{field}_id") is not None or getattr(self, field) is not None
 
     def as_rule(self) -> Rule:
         until: datetime | None = self.until

@@ -119,3 +119,11 @@ def client_bucket(network: str) -> str:
     Its ``ip:`` start keeps it apart from every key prefix.
     """
     return f"ip:{network}"
+
+
+def status_bucket(prefix: str) -> str:
+    """The name of a key's bucket for its requests to the status view (``Storage.hit_rate``).
+
+    Its ``status:`` start keeps it apart from every key prefix, and from the key's own counters.
+    """
+    return f"status:{prefix}"

@@ -10,7 +10,7 @@ from django.contrib.messages import get_messages
 from django.contrib.messages.storage.cookie import CookieStorage
 from django.utils import timezone
 
-from ratelimit_tiers.models import Account, APIKey, Tier
+from ratelimit_tiers.models import APIKey, Tier
 from tests.conftest import URL, key_client, set_rule
 
 NEW_KEY_RE = re.compile(r'<code class="rlt-new-key">(\w{12}\.[\w-]+)</code>')
@@ -51,8 +51,8 @@ def assert_no_secret_in_cookies(response, raw_key, rf):
 
 
 def test_tier_list_shows_limits_shadow_and_account_count(admin_client, account):
-    set_rule(Tier.objects.get(name="Pro"), 900, category="read")
     Tier.objects.filter(name="Pro").update(shadow=True)
+    set_rule(Tier.objects.get(name="Pro"), 900, category="read")
     page = admin_client.get("/admin/ratelimit_tiers/tier/").content.decode()
     for text in ["Free", "Pro", "900", "Enterprise", "Shadow mode", "Accounts"]:
         assert text in page
@@ -69,8 +69,8 @@ def test_account_page_shows_key_count_and_live_usage(admin_client, account, raw_
     assert row._key_count == 1
 
     page = admin_client.get(f"/admin/ratelimit_tiers/account/{account.pk}/change/").content.decode()
-    assert "read (all-60s): 3 / 60 used, 57 left, resets in" in page
-    assert "write (all-60s): 0 / 60 used, 60 left" in page
+    assert "read · all-60s: 3 / 60 used, 57 left, resets in" in page
+    assert "write · all-60s: 0 / 60 used, 60 left" in page
     assert "rlt-status-active" in page
 
 
@@ -85,13 +85,14 @@ def test_account_search_and_filters(admin_client, account, raw_key):
 
 def test_usage_reads_the_store_without_sql_once_warm(admin_client, api, account, django_assert_num_queries):
     from ratelimit_tiers.admin import live_usage
+    from ratelimit_tiers.admin.usage import RULES_PREFETCH
 
-    key = APIKey.objects.get()
+    key = APIKey.objects.select_related("account__tier").prefetch_related(*RULES_PREFETCH).get()
     api.get(URL)
     live_usage(key)  # Warm: the policy is cached by the first request anyway.
     with django_assert_num_queries(0):
         html = live_usage(key)
-    assert "read (all-60s): 1 / 60 used" in html
+    assert "read · all-60s: 1 / 60 used" in html
 
 
 def test_key_list_shows_status_and_filters_by_it(admin_client, account):
@@ -281,44 +282,12 @@ def test_every_action_is_in_the_key_history(client, django_user_model, account, 
     assert new_raw.split(".")[1] not in history
 
 
-def inline_rules(*rules):
-    """The POST data of the rules inline, for new rows."""
-    data = {"rules-TOTAL_FORMS": len(rules), "rules-INITIAL_FORMS": 0, "api_keys-TOTAL_FORMS": 0}
-    data["api_keys-INITIAL_FORMS"] = 0
-    for i, rule in enumerate(rules):
-        defaults = {"category": "", "window_seconds": 60, "calendar": "", "scope": "key", "algorithm": ""}
-        data.update({f"rules-{i}-{name}": value for name, value in {**defaults, **rule}.items()})
-    return data
-
-
-def test_a_new_tier_and_a_new_account_get_their_rules_inline(admin_client, free_tier):
-    response = admin_client.post(
-        "/admin/ratelimit_tiers/tier/add/",
-        {"name": "Startup", **inline_rules({"count": 5}, {"category": "write", "count": 2})},
-    )
-    assert response.status_code == 302, response.context["inline_admin_formsets"][0].formset.errors
-    startup = Tier.objects.get(name="Startup")
-    assert sorted(startup.rules.values_list("category", "count")) == [("", 5), ("write", 2)]
-    until = (timezone.now() + timedelta(hours=1)).replace(microsecond=0)
-    assert admin_client.get("/admin/ratelimit_tiers/account/add/").status_code == 200
-    response = admin_client.post(
-        "/admin/ratelimit_tiers/account/add/",
-        {
-            "name": "Globex",
-            "tier": startup.pk,
-            "is_active": "on",
-            **inline_rules({"count": 50, "until_0": until.date(), "until_1": until.time()}),
-        },
-    )
-    assert response.status_code == 302, response.context["inline_admin_formsets"][0].formset.errors
-    [rule] = Account.objects.get(name="Globex").rules.all()
-    assert (rule.count, rule.until) == (50, until)
-
-
-def test_tier_page_edits_its_rules(admin_client, free_tier):
-    # The tier's limits are its rules, edited inline (the columns and their algorithm note are gone).
-    set_rule(free_tier, 20_000, category="read", algorithm="exact")
+def test_tier_page_shows_where_the_exact_log_gives_way_to_the_counter(admin_client, free_tier):
     page = admin_client.get(f"/admin/ratelimit_tiers/tier/{free_tier.pk}/change/").content.decode()
-    assert 'name="rules-TOTAL_FORMS" value="2"' in page
-    assert 'value="20000"' in page
+    assert "exact. The exact log keeps at most 10,000" in page
+    set_rule(free_tier, 20_000, category="read")
+    page = admin_client.get(f"/admin/ratelimit_tiers/tier/{free_tier.pk}/change/").content.decode()
+    assert "Algorithm in use" in page
+    assert "exact, but counter for read-60s." in page
+    assert "keeps at most 10,000 requests per window" in page
     assert admin_client.get("/admin/ratelimit_tiers/tier/add/").status_code == 200

@@ -101,6 +101,16 @@ def run_action(page: Page, url: str, key: APIKey, action: str) -> str:
     return page.locator("#main").inner_text()
 
 
+def add_rule(page: Page, rate: str, category: str = "") -> None:
+    """Add a row to the tier's limit rules inline and type the rule as RATE text."""
+    rows = page.locator("#rules-group tr.form-row.dynamic-rules")
+    count = rows.count()
+    page.click("#rules-group .add-row a")
+    row = rows.nth(count)
+    row.locator("input[name$='-rate']").fill(rate)
+    row.locator("input[name$='-category']").fill(category)
+
+
 def test_operator_tour(page, live_server, django_user_model):
     url = live_server.url
     django_user_model.objects.create_superuser("ops", "ops@example.com", "correct horse battery")
@@ -110,11 +120,8 @@ def test_operator_tour(page, live_server, django_user_model):
     # A tier with its own limits, and an account in it.
     page.goto(f"{url}/admin/ratelimit_tiers/tier/add/")
     page.fill("#id_name", "Startup")
-    for row, (category, count) in enumerate([("", "5"), ("write", "2")]):  # Its rules, inline.
-        page.click("#rules-group .add-row a")
-        page.fill(f"#id_rules-{row}-category", category)
-        page.fill(f"#id_rules-{row}-count", count)
-        page.fill(f"#id_rules-{row}-window_seconds", "60")
+    add_rule(page, "5/min")
+    add_rule(page, "2/min", category="write")
     page.click("input[name=_save]")
     assert "was added successfully" in page.locator("ul.messagelist").inner_text()
     shot(page, "tiers")
@@ -143,7 +150,7 @@ def test_operator_tour(page, live_server, django_user_model):
 
     # The account page shows its live usage, read from the limiter store.
     page.goto(f"{url}/admin/ratelimit_tiers/account/{key.account_id}/change/")
-    assert "read (all-60s): 2 / 5 used, 3 left" in page.locator(".rlt-usage").first.inner_text()
+    assert "read · all-60s: 2 / 5 used, 3 left" in page.locator(".rlt-usage").first.inner_text()
     shot(page, "account-usage")
 
     # Revoked in the admin: refused on the next call.
@@ -170,7 +177,7 @@ def test_view_only_staff_cannot_act_and_history_shows_who_did(page, live_server,
     url = live_server.url
     # live_server flushes the database between tests: no seeded tiers here.
     tier = Tier.objects.create(name="Viewers")
-    set_rule(tier, 50)
+    set_rule(tier, "50/min")
     key, raw_key = APIKey.objects.create_key(
         account=Account.objects.create(name="Initech", tier=tier), name="api"
     )
@@ -218,3 +225,29 @@ def test_view_only_staff_cannot_act_and_history_shows_who_did(page, live_server,
     assert "Rate-limit counters reset" in rows[0]
     assert f"replaced by {new_raw.split('.')[0]}" in rows[1] and "grace" in rows[1]
     shot(page, "key-history")
+
+
+def test_operator_adds_a_daily_quota_to_a_tier_inline(page, live_server, django_user_model):
+    url = live_server.url
+    tier = Tier.objects.create(name="Hobby")
+    set_rule(tier, "60/min")
+    django_user_model.objects.create_superuser("ops", "ops@example.com", "correct horse battery")
+    log_in(page, url, "ops", "correct horse battery")
+
+    # A typo is refused with a message that says how to write a rate, and nothing is saved...
+    page.goto(f"{url}/admin/ratelimit_tiers/tier/{tier.pk}/change/")
+    add_rule(page, "1000/dya")
+    with page.expect_navigation():
+        page.click("input[name=_save]")
+    assert "Not a rate: 1000/dya. Write COUNT/PERIOD" in page.locator("#rules-group .errorlist").inner_text()
+    assert [r.as_rule().rate for r in tier.rules.all()] == ["60/min"]
+
+    # ...then the quota, typed as the operator says it.
+    page.locator("#rules-group input[value='1000/dya']").fill("1000/day")
+    with page.expect_navigation():
+        page.click("input[name=_save]")
+    assert "was changed successfully" in page.locator("ul.messagelist").inner_text()
+    row = page.locator("#result_list tr", has_text="Hobby")
+    assert row.locator("td.field-limits").inner_text() == "60/min · 1000/day"
+    shot(page, "tier-rules")
+    assert sorted(r.as_rule().rate for r in tier.rules.all()) == ["1000/day", "60/min"]

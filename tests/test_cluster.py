@@ -228,3 +228,21 @@ def test_a_key_prefix_with_braces_is_refused(on_cluster, settings):
 )
 def test_hash_tag(key, tag):
     assert hash_tag(key) == tag
+
+
+def test_account_pools_on_every_master_never_cross_slots(on_cluster, free_tier):
+    # Every key of an account, and the account's shared pool, carry the account's hash tag:
+    # one check's keys share a slot wherever the account lives.
+    set_rule(free_tier, "5/h", scope="account")
+    storage = get_storage()
+    accounts = [Account.objects.create(name=f"pool{n}", tier=free_tier) for n in range(40)]
+    by_master = {}
+    for account in accounts:
+        master = node_of(on_cluster, storage.make_key(policy_key(account_tag(account.pk), "x")))
+        by_master.setdefault(master, account)
+    assert len(by_master) == 3
+    for account in by_master.values():
+        prefixes = [APIKey.objects.create_key(account=account, name=f"k{n}")[0].prefix for n in range(3)]
+        # Each key could do 60 a minute; together they get the account's 5.
+        assert sum(storage.hit(p, account.pk, "read").allowed for _ in range(3) for p in prefixes) == 5
+    assert_no_errors(on_cluster)

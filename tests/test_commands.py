@@ -153,7 +153,7 @@ def test_every_command_explains_itself(command, capsys):
     assert "API key" in text
 
 
-def test_rotation_grace_check(settings):
+def test_rotation_grace_check(settings, db):
     from django.core import checks
 
     settings.RATELIMIT_TIERS_ROTATION_GRACE = -5

@@ -119,3 +119,59 @@ def test_eight_threads_admit_exactly_the_limit(redis_cache, free_tier, account, 
             futures = [executor.submit(hammer) for _ in range(PROCESSES)]
             results.append(sum(f.result() for f in futures))
     assert results == [LIMIT] * 5
+
+
+# --- An account's shared pool: every key of the account draws on one count.
+
+POOL_LIMIT = 60
+POOL_PROCESSES = 3  # One key each.
+POOL_RUNS = 20
+
+
+def _setup_pool_child(url, barrier):
+    _setup_child(url, barrier, "django_redis")
+
+
+def _hammer_key(job):
+    from ratelimit_tiers.storage import get_storage
+
+    prefix, account = job
+    storage = get_storage()
+    storage.peek(prefix, account, "read")  # Connect before the start line.
+    _barrier.wait(timeout=30)
+    return sum(storage.hit(prefix, account, "read").allowed for _ in range(POOL_LIMIT))
+
+
+@pytest.fixture(scope="module")
+def pool_workers(redis_server):
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(POOL_PROCESSES)
+    with context.Pool(
+        POOL_PROCESSES, initializer=_setup_pool_child, initargs=(redis_server.url, barrier)
+    ) as pool:
+        yield pool
+
+
+@pytest.mark.parametrize("algorithm", ["exact", "counter"])
+def test_an_account_pool_admits_exactly_its_count_across_keys_and_processes(
+    redis_cache, pool_workers, free_tier, algorithm
+):
+    from ratelimit_tiers.models import Account, APIKey
+    from ratelimit_tiers.storage import get_storage
+    from tests.conftest import set_rule
+
+    # Each key keeps its own 60/min, and all keys of an account share one more 60 per hour
+    # (an hour keeps counter mode away from a window boundary during a run).
+    set_rule(free_tier, f"{POOL_LIMIT}/h", scope="account", algorithm=algorithm)
+    storage, results = get_storage(), []
+    for run in range(POOL_RUNS):
+        account = Account.objects.create(name=f"pool-{algorithm}-{run}", tier=free_tier)
+        prefixes = [APIKey.objects.create_key(account=account, name=f"k{n}")[0].prefix for n in range(3)]
+        for prefix in prefixes:  # Installs each key's policy: the children have no database.
+            assert {d.policy for d in storage.peek(prefix, account.pk, "read").decisions} == {
+                "all-60s",
+                "all-3600s-account",
+            }
+        results.append(sum(pool_workers.map(_hammer_key, [(p, account.pk) for p in prefixes], chunksize=1)))
+    # 180 attempts on 3 keys, each allowed 60 of its own: the account's 60 bind.
+    assert results == [POOL_LIMIT] * POOL_RUNS

@@ -20,7 +20,8 @@ def test_throttled_operations_document_headers_and_429(db):
     schema = generate()
     paths = schema["paths"]
     operations = [op for path, ops in paths.items() if path.startswith("/api/items/") for op in ops.values()]
-    assert len(operations) == 6  # list, create, retrieve, update, partial_update, destroy.
+    # list, create, retrieve, update, partial_update, destroy; search and export.
+    assert len(operations) == 8
     for operation in operations:
         responses = operation["responses"]
         success = [code for code in responses if code.startswith("2")]
@@ -89,3 +90,47 @@ def test_management_command_and_schema_url(client, db):
     response = client.get("/api/schema/", {"format": "json"})
     assert response.status_code == 200
     assert "RateLimitExceeded" in response.content.decode()
+
+
+def test_the_status_view_documents_its_body_and_errors(db):
+    schema = generate()
+    operation = schema["paths"]["/api/ratelimit/"]["get"]
+    responses = operation["responses"]
+    assert set(responses) == {"200", "401", "429", "503"}
+    assert "headers" not in responses["200"]  # Not throttled by TierRateThrottle: no X-RateLimit-*.
+    assert set(responses["429"]["headers"]) == {"Retry-After"}
+    assert responses["429"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/RateLimitExceeded"
+    }
+    components = schema["components"]["schemas"]
+    body = components["RateLimitStatus"]
+    assert body["properties"]["rules"]["items"] == {"$ref": "#/components/schemas/RuleStatus"}
+    assert set(components["RuleStatus"]["required"]) == {
+        "category",
+        "name",
+        "rate",
+        "scope",
+        "limit",
+        "used",
+        "remaining",
+        "reset",
+        "quota",
+    }
+    assert operation["security"] == [{"ApiKeyAuth": []}]
+
+
+def test_a_costly_view_documents_its_403_and_429_bodies_name_the_rule(db):
+    schema = generate()
+    export = schema["paths"]["/api/items/export/"]["get"]["responses"]
+    assert export["403"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/RequestTooExpensive"
+    }
+    assert "403" not in schema["paths"]["/api/items/"]["get"]["responses"]
+    components = schema["components"]["schemas"]
+    code = components["RateLimitExceeded"]["properties"]["code"]
+    assert "policy" in components["RateLimitExceeded"]["properties"]
+    # drf-spectacular may move an enum to a component of its own.
+    enum = code.get("enum") or components[code["allOf"][0]["$ref"].rsplit("/", 1)[1]]["enum"]
+    assert enum == ["rate_limited", "quota_exceeded"]
+    search = schema["paths"]["/api/items/search/"]["get"]
+    assert [p["name"] for p in search["parameters"]] == ["q"]

@@ -35,7 +35,7 @@ schema = schemathesis.pytest.from_fixture("web_app")
 @pytest.fixture
 def key_header(db):
     account = Account.objects.create(name="fuzz", tier=Tier.objects.get(name="Free"))
-    set_rule(account, 100_000)
+    set_rule(account, 100_000)  # Every category: the fuzzer must never meet a 429.
     return {"Authorization": f"Api-Key {APIKey.objects.create_key(account=account, name='fuzz')[1]}"}
 
 

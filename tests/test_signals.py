@@ -146,6 +146,6 @@ def test_last_used_skips_a_store_outage(account, raw_key, broken_store):
         ("SHADOW", True, "W020"),
     ],
 )
-def test_settings_are_checked(settings, name, value, expected):
+def test_settings_are_checked(settings, db, name, value, expected):
     setattr(settings, f"RATELIMIT_TIERS_{name}", value)
     assert f"ratelimit_tiers.{expected}" in [m.id for m in checks.run_checks()]

@@ -600,3 +600,25 @@ def test_exact_ring_with_give_backs_matches_the_sliding_log_definition(
             assert live_high >= 5
         time.sleep(rng.choice([0, 0.002, 0.01, 0.03, 0.08, 0.25]))
     assert given_back > 5 and 5 < len(admitted) < 90
+
+
+def test_a_calendar_quota_keeps_one_small_counter_whatever_its_count(redis_cache, free_tier, account):
+    from django.core.cache import caches
+
+    from ratelimit_tiers.models import LimitRule
+    from ratelimit_tiers.names import QUOTA_KIND, account_tag, counter_base, counter_key
+    from tests.conftest import set_rule
+
+    LimitRule.objects.filter(tier=free_tier).delete()
+    set_rule(free_tier, "100000/month")
+    prefix = APIKey.objects.create_key(account=account, name="quota")[0].prefix
+    storage = get_storage()
+    for _ in range(50):
+        assert storage.hit(prefix, account.pk, "read", cost=1000).allowed
+    start = storage.calendar.period("month")[0]
+    base = counter_base(account_tag(account.pk), prefix, "read")
+    name = caches["default"].make_key(counter_key(base, "all-month", QUOTA_KIND, start))
+    connection = get_redis_connection("default")
+    assert int(connection.get(name)) == 50_000
+    assert connection.memory_usage(name, samples=0) <= 200
+    assert 0 < connection.pttl(name) <= (storage.calendar.period("month")[1] - start) + 3_600_000

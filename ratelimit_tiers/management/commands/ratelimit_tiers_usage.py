@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ratelimit_tiers import categories
 from ratelimit_tiers.exceptions import StorageUnavailable
+from ratelimit_tiers.management.table import format_table
 from ratelimit_tiers.models import Account, APIKey
 from ratelimit_tiers.storage import Unusable, get_storage
 
@@ -58,7 +59,5 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write("No API keys.")
             return
-        widths = [max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
-        for row in [COLUMNS, *rows]:
-            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            self.stdout.write("  ".join(cells).rstrip())
+        for line in format_table(COLUMNS, rows):
+            self.stdout.write(line)

@@ -1,43 +1,31 @@
-"""The Django admin for tiers, accounts and keys: live usage, issuing, rotating and revoking keys."""
+"""The API key admin: issuing a key (its secret shown once), rotating, revoking, resetting its counters."""
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 from ratelimit_tiers import categories
+from ratelimit_tiers.admin.usage import RULES_PREFETCH, STATUS_LABELS, KeyColumns
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
-from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
+from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.names import KeyStatus
-from ratelimit_tiers.rules import Rule
-from ratelimit_tiers.storage import Unusable, get_storage
+from ratelimit_tiers.storage import get_storage
 
-#: By a key's status; also names the store's key states they share (``live_usage``).
-STATUS_LABELS: dict[str, Any] = {
-    KeyStatus.ACTIVE: _("active"),
-    KeyStatus.ROTATING: _("rotating"),
-    KeyStatus.EXPIRED: _("expired"),
-    KeyStatus.REVOKED: _("revoked"),
-}
 #: Attribute of the ``HttpRequest`` that carries a key added in the admin to its response.
 NEW_KEYS_ATTRIBUTE = "ratelimit_tiers_new_keys"
 
@@ -49,135 +37,6 @@ class NewKey:
     key: APIKey
     raw_key: str = field(repr=False)
     replaces: APIKey | None = None
-
-
-STATUS_COLORS = {
-    KeyStatus.ACTIVE: "#2e7d32",
-    KeyStatus.ROTATING: "#b26a00",
-    KeyStatus.EXPIRED: "#777",
-    KeyStatus.REVOKED: "#c62828",
-}
-
-
-def live_usage(key: APIKey) -> SafeString:
-    """The key's usage of each rule it meets, per category views can count in, from the limiter store.
-
-    Reads no database (a list of keys shows one per row): the key's rules are
-    those of its policy in the store, in the built-in and declared categories.
-    """
-    storage = get_storage()
-    rows = []
-    try:
-        for category in categories.in_use():
-            outcome = storage.peek(key.prefix, key.account_id, category)
-            if isinstance(outcome, Unusable):
-                return format_html("<em>{}</em>", STATUS_LABELS.get(outcome.state, outcome.state))
-            for decision in outcome.decisions:
-                rows.append(
-                    (
-                        category,
-                        decision.policy,
-                        decision.limit - decision.remaining,
-                        decision.limit,
-                        decision.remaining,
-                        max(0, math.ceil(decision.reset_at - time.time())),
-                    )
-                )
-    except StorageUnavailable:
-        return format_html("<em>{}</em>", gettext("rate-limit store unavailable"))
-    return format_html_join(
-        "",
-        '<div class="rlt-usage">{} ({}): {} / {} used, {} left, resets in {} s</div>',
-        rows,
-    )
-
-
-def _until(until: float | None) -> str:
-    if until is None:
-        return ""
-    moment = datetime.fromtimestamp(until, tz=timezone.get_current_timezone())
-    return gettext("until %(time)s") % {"time": moment.isoformat(timespec="seconds")}
-
-
-class LimitRuleInline(admin.TabularInline):
-    model = LimitRule
-    fields = ["category", "count", "window_seconds", "calendar", "scope", "algorithm"]
-    extra = 0
-
-
-class OverrideInline(LimitRuleInline):
-    fields = [*LimitRuleInline.fields, "until"]
-    verbose_name = _("override")
-    verbose_name_plural = _("overrides (replace the tier's rule of the same category, period and scope)")
-
-
-def describe_rules(rules: Iterable[Rule], *, origin: bool = False) -> SafeString:
-    rows = [
-        (
-            rule.rate,
-            rule.category or gettext("every category"),
-            rule.scope,
-            (rule.origin if origin else ""),
-            _until(rule.until),
-        )
-        for rule in rules
-    ]
-    return format_html_join("", '<div class="rlt-rule">{} · {} · per {} {} {}</div>', rows)
-
-
-@admin.register(Tier)
-class TierAdmin(admin.ModelAdmin):
-    list_display = ["name", "limits", "shadow", "account_count"]
-    list_filter = ["shadow"]
-    search_fields = ["name"]
-    fields = ["name", "description", "shadow"]
-    inlines = [LimitRuleInline]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Tier]:
-        queryset: QuerySet[Tier] = super().get_queryset(request)
-        return queryset.annotate(_account_count=Count("accounts")).prefetch_related("rules")
-
-    @admin.display(description=_("accounts"), ordering="_account_count")
-    def account_count(self, obj: Any) -> int:
-        return int(obj._account_count)
-
-    @admin.display(description=_("limit rules"))
-    def limits(self, obj: Tier) -> SafeString:
-        return describe_rules(rule.as_rule() for rule in obj.rules.all())
-
-
-class KeyColumns:
-    """Read-only key columns shared by the inline on accounts and the key list."""
-
-    @admin.display(description=_("status"))
-    def status(self, obj: APIKey) -> SafeString:
-        return status_badge(obj)
-
-    @admin.display(description=_("usage in the current window"))
-    def usage(self, obj: APIKey) -> SafeString:
-        return live_usage(obj)
-
-
-class APIKeyInline(KeyColumns, admin.TabularInline):
-    model = APIKey
-    fields = ["name", "prefix", "status", "usage", "last_used", "expires_at"]
-    readonly_fields = ["name", "prefix", "status", "usage", "last_used", "expires_at"]
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # Keys are issued from the API key page, which shows the secret once.
-
-
-def status_badge(key: APIKey) -> SafeString:
-    status = key.status
-    return format_html(
-        '<span class="rlt-status rlt-status-{}" style="color: {}; font-weight: bold">{}</span>',
-        status,
-        STATUS_COLORS[status],
-        STATUS_LABELS[status],
-    )
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -201,29 +60,6 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset.filter(filters[value]) if value in filters else queryset
 
 
-@admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
-    list_display = ["name", "tier", "is_active", "key_count", "created"]
-    list_filter = ["tier", "is_active", "tier__shadow"]
-    search_fields = ["name", "api_keys__prefix", "api_keys__name"]
-    readonly_fields = ["effective_rules"]
-    inlines = [OverrideInline, APIKeyInline]
-
-    @admin.display(description=_("effective rules"))
-    def effective_rules(self, obj: Account) -> SafeString:
-        if obj.pk is None:
-            return SafeString()  # format_html("") is deprecated (Django 5.0): it fails the add page.
-        return describe_rules(obj.effective_rules(), origin=True)
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
-        queryset: QuerySet[Account] = super().get_queryset(request)
-        return queryset.select_related("tier").annotate(_key_count=Count("api_keys"))
-
-    @admin.display(description=_("keys"), ordering="_key_count")
-    def key_count(self, obj: Any) -> int:
-        return int(obj._key_count)
-
-
 @admin.register(APIKey)
 class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
     list_display = [
@@ -241,6 +77,10 @@ class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
     list_select_related = ["account"]
     readonly_fields = ["prefix", "status", "created", "last_used", "rotated_to", "usage"]
     actions = ["revoke_keys", "rotate_keys", "reset_counters"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[APIKey]:
+        queryset: QuerySet[APIKey] = super().get_queryset(request)
+        return queryset.prefetch_related(*RULES_PREFETCH)  # The usage reads the rules.
 
     def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> Any:
         if obj is None:  # Adding: the prefix, hash and status do not exist yet.
