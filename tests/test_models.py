@@ -135,7 +135,8 @@ def test_rule_clean_accepts_each_kind_of_rule(account, free_tier, fields):
     ],
 )
 def test_rule_constraints_hold_in_the_database(account, free_tier, fields):
-    values = {**fields, "count": 1, "tier": free_tier if fields.get("tier") else None}
+    # Of a category no other rule has: only the constraint under test can refuse it.
+    values = {**fields, "category": "x", "count": 1, "tier": free_tier if fields.get("tier") else None}
     values["account"] = account if fields.get("account") else None
     with pytest.raises(IntegrityError), transaction.atomic():
         LimitRule.objects.create(**values)
