@@ -84,27 +84,27 @@ def setup_django(redis_url: str, directory: str) -> None:
 _serial = iter(range(10**9))
 
 
-def new_key(limit: int, algorithm: str, window: int = 60) -> tuple[str, str]:
-    from ratelimit_tiers.models import Account, APIKey, Tier
+def new_key(limit: int, algorithm: str, window: int = 60) -> tuple[tuple[str, int], str]:
+    """A new key of a tier of one rule, ``limit`` per ``window`` seconds: ``((prefix, account id), raw key)``."""
+    from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
 
-    tier, _ = Tier.objects.get_or_create(
-        name=f"bench-{limit}-{window}-{algorithm}",
-        defaults={"limit": limit, "window_seconds": window, "algorithm": algorithm},
-    )
+    tier, created = Tier.objects.get_or_create(name=f"bench-{limit}-{window}-{algorithm}")
+    if created:
+        LimitRule.objects.create(tier=tier, count=limit, window_seconds=window, algorithm=algorithm)
     account = Account.objects.create(name=f"bench-{next(_serial)}", tier=tier)
     key, raw = APIKey.objects.create_key(account=account, name="bench")
-    return key.prefix, raw
+    return (key.prefix, account.pk), raw
 
 
-def new_full_key(limit: int, algorithm: str) -> tuple[str, str]:
+def new_full_key(limit: int, algorithm: str) -> tuple[tuple[str, int], str]:
     """A new key whose read bucket is FULL, filled through our storage."""
     from ratelimit_tiers.storage import get_storage
 
-    prefix, raw = new_key(limit, algorithm)
+    key, raw = new_key(limit, algorithm)
     storage = get_storage()
     for _ in range(int(limit * FULL)):
-        storage.hit(prefix, "read")
-    return prefix, raw
+        storage.hit(*key, "read")
+    return key, raw
 
 
 def prepared_request(raw: str) -> tuple[object, object]:
@@ -129,7 +129,7 @@ def make_ours(algorithm: str) -> Callable[[int], Callable[[], object]]:
     def new(limit: int) -> Callable[[], object]:
         from ratelimit_tiers.throttling import TierRateThrottle
 
-        _prefix, raw = new_full_key(limit, algorithm)
+        _key, raw = new_full_key(limit, algorithm)
         request, view = prepared_request(raw)
         throttle = TierRateThrottle()
         return lambda: throttle.allow_request(request, view)  # type: ignore[arg-type]
@@ -141,12 +141,13 @@ def make_script_only(algorithm: str) -> Callable[[int], Callable[[], object]]:
     """Our script call alone, sent as RedisStorage sends it: no throttle, no parsing."""
 
     def new(limit: int) -> Callable[[], object]:
-        from ratelimit_tiers.conf import conf
+        from ratelimit_tiers.names import account_tag
         from ratelimit_tiers.storage import get_storage
 
-        prefix, _raw = new_full_key(limit, algorithm)
+        (prefix, account), _raw = new_full_key(limit, algorithm)
         storage = get_storage()
-        call = storage._check_call(prefix, "read", True, conf.POLICY_TIMEOUT)  # type: ignore[attr-defined]
+        bounds = storage.calendar.bounds()
+        call = storage._check_call(prefix, account_tag(account), "read", 1, True, bounds)  # type: ignore[attr-defined]
         send = storage.transport.send  # type: ignore[attr-defined]
         return lambda: send(call.command)[:1] == b"1"
 
@@ -267,21 +268,22 @@ def memory(url: str) -> dict[str, int]:
     from django_redis import get_redis_connection
     from limits import RateLimitItemPerMinute
 
-    from ratelimit_tiers.names import bucket_key, policy_key
+    from ratelimit_tiers.names import account_tag, counter_base, counter_key, policy_key
+    from ratelimit_tiers.policies import KINDS
     from ratelimit_tiers.storage import get_storage
 
     client = get_redis_connection("default")
     limit, out = 5000, {}
     for algorithm in ("exact", "counter"):
-        prefix, _raw = new_key(limit, algorithm)
+        (prefix, account), _raw = new_key(limit, algorithm)
         storage = get_storage()
         for _ in range(limit):
-            storage.hit(prefix, "read")
-        assert storage.peek(prefix, "read").decision.remaining == 0  # type: ignore[union-attr]
-        out[f"ours, {algorithm}"] = client.memory_usage(
-            caches["default"].make_key(bucket_key(prefix, "read", algorithm)), samples=0
-        )
-        policy_bytes = client.memory_usage(caches["default"].make_key(policy_key(prefix)), samples=0)
+            storage.hit(prefix, account, "read")
+        assert storage.peek(prefix, account, "read").decision.remaining == 0  # type: ignore[union-attr]
+        tag = account_tag(account)
+        bucket = counter_key(counter_base(tag, prefix, "read"), "all-60s", KINDS[algorithm])
+        out[f"ours, {algorithm}"] = client.memory_usage(caches["default"].make_key(bucket), samples=0)
+        policy_bytes = client.memory_usage(caches["default"].make_key(policy_key(tag, prefix)), samples=0)
     out["ours, policy hash (per key, shared by its categories)"] = policy_bytes
 
     ident = str(next(_serial))
@@ -329,8 +331,8 @@ def ours_exactness_check(algorithm: str) -> Callable[[], bool]:
     from ratelimit_tiers.storage import get_storage
     from ratelimit_tiers.throttling import TierRateThrottle
 
-    prefix, raw = new_key(EXACT_LIMIT, algorithm)
-    get_storage().peek(prefix, "read")  # Installs the policy: children need no database.
+    key, raw = new_key(EXACT_LIMIT, algorithm)
+    get_storage().peek(*key, "read")  # Installs the policy: children need no database.
     request, view = prepared_request(raw)
     throttle = TierRateThrottle()
 

@@ -30,12 +30,14 @@ def slow_calls(client: Any) -> list[int]:
     return sorted((e["duration"] for e in entries if e["command"].startswith(b"EVALSHA")), reverse=True)
 
 
-def fill(storage: Any, prefix: str, count: int) -> None:
+def fill(storage: Any, key: tuple[str, int], count: int) -> None:
     """``count`` admitting checks, pipelined ``BATCH`` at a time on one connection."""
-    from ratelimit_tiers.conf import conf
+    from ratelimit_tiers.names import account_tag
 
-    storage.hit(prefix, "read")  # Installs the policy.
-    command = storage._check_call(prefix, "read", True, conf.POLICY_TIMEOUT).command
+    prefix, account = key
+    storage.hit(prefix, account, "read")  # Installs the policy.
+    bounds = storage.calendar.bounds()
+    command = storage._check_call(prefix, account_tag(account), "read", 1, True, bounds).command
     pool = storage.client().connection_pool
     connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": 30})
     left = count - 1
@@ -48,11 +50,11 @@ def fill(storage: Any, prefix: str, count: int) -> None:
     connection.disconnect()
 
 
-def check(storage: Any, prefix: str) -> str:
+def check(storage: Any, key: tuple[str, int]) -> str:
     from ratelimit_tiers.exceptions import StorageUnavailable
 
     try:
-        decision = storage.hit(prefix, "read").decision
+        decision = storage.hit(*key, "read").decision
     except StorageUnavailable as exc:
         return f"failed ({exc})"
     return f"{'admitted' if decision.allowed else 'refused'}, {decision.remaining} left"
@@ -66,26 +68,26 @@ def measure(limit: int, url: str) -> list[str]:
 
     storage = get_storage()
     client = Redis.from_url(url, socket_timeout=60)  # Waits for a slow script; the storage's does not.
-    prefix, _raw = new_key(limit, "exact")
-    tier = Tier.objects.get(name=f"bench-{limit}-exact")
+    key, _raw = new_key(limit, "exact")
+    rule = Tier.objects.get(name=f"bench-{limit}-exact").rules.get()
     client.config_set("slowlog-max-len", 1024)
     client.config_set("slowlog-log-slower-than", 500)  # The fill's slow calls only.
     client.slowlog_reset()
     started = time.monotonic()
-    fill(storage, prefix, limit)
+    fill(storage, key, limit)
     filled = time.monotonic() - started
     fill_us = slow_calls(client)
-    full = check(storage, prefix)
+    full = check(storage, key)
     client.config_set("slowlog-log-slower-than", 0)
     rows = []
     for step, new_limit in (("shrink", limit - limit // 10), ("grow", limit)):
-        tier.limit = new_limit
-        tier.save()  # Evicts the policy: the next check installs the new limit.
+        rule.count = new_limit
+        rule.save()  # Evicts the policy: the next check installs the new limit.
         client.slowlog_reset()
-        outcome = check(storage, prefix)
+        outcome = check(storage, key)
         micros = max(slow_calls(client), default=0)
         rows.append(f"| {limit:,} | {step} to {new_limit:,} | {micros / 1000:.2f} | {outcome} |")
-    keys = client.keys(f"*{prefix}*read*")
+    keys = client.keys(f"*{key[0]}*read*")
     sizes = ", ".join(
         f"{k.decode().rsplit(':', 1)[-1]} {client.memory_usage(k, samples=0):,} B" for k in keys
     )

@@ -221,6 +221,12 @@ def set_rule(
     return rule
 
 
+def only_rule(owner: Tier | Account, rate: str | int, **options: str) -> LimitRule:
+    """Make ``rate`` the ``owner``'s one rule, as a tier's limit columns once were (see :func:`set_rule`)."""
+    LimitRule.objects.filter(**{"tier" if isinstance(owner, Tier) else "account": owner}).delete()
+    return set_rule(owner, rate, **options)
+
+
 def key_client(raw_key: str) -> APIClient:
     """A client that sends ``raw_key`` on every request."""
     client = APIClient()

@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CREATE_KEYS = """
 import json
-from ratelimit_tiers.models import Account, APIKey, Tier
+from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
 out = {}
 for name, tier, limit in json.loads(%r):
-    account = Account.objects.create(name=name, tier=Tier.objects.get(name=tier), limit_override=limit)
+    account = Account.objects.create(name=name, tier=Tier.objects.get(name=tier))
+    if limit is not None:  # The account's own rule per minute, in place of its tier's.
+        LimitRule.objects.create(account=account, count=limit, window_seconds=60)
     out[name] = APIKey.objects.create_key(account=account, name=name)[1]
 print(json.dumps(out))
 """
@@ -82,7 +84,7 @@ class ProjectServer:
         return result.stdout
 
     def create_keys(self, *specs: tuple[str, str, int | None]) -> dict[str, str]:
-        """``(account name, tier, custom limit)`` -> a raw key for each, in one process."""
+        """``(account name, tier, custom limit per minute)`` -> a raw key for each, in one process."""
         output = self.manage("shell", "-c", CREATE_KEYS % json.dumps(specs))
         return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
 

@@ -18,7 +18,7 @@ from redis import Redis
 
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, set_rule
 from tests.processes import FAIL_OPEN_SETTINGS, ROOT, Load, ProjectServer, burst, percentiles, recovered_after
 
 pytestmark = pytest.mark.redis
@@ -128,7 +128,7 @@ storage = get_storage()
 admitted = []
 def run():
     for _ in range(int(sys.argv[3])):
-        if storage.hit(sys.argv[2], "read").decision.allowed:
+        if storage.hit(sys.argv[2], int(sys.argv[4]), "read").decision.allowed:
             admitted.append(1)
 threads = [threading.Thread(target=run) for _ in range(4)]
 for t in threads: t.start()
@@ -150,11 +150,10 @@ CACHES = {
 
 def test_app_servers_with_skewed_clocks_admit_exactly_the_limit(redis_cache, account, tmp_path):
     """Three app processes whose clocks are 30 s slow, right and 30 s fast share one limit exactly."""
-    account.limit_override = 100
-    account.save()
+    set_rule(account, 100)
     prefix = APIKey.objects.create_key(account=account, name="skew")[0].prefix
     # Resolve the policy here, where the test database is; the children only count.
-    assert get_storage().peek(prefix, "read").decision.remaining == 100
+    assert get_storage().peek(prefix, account.pk, "read").decision.remaining == 100
     (tmp_path / "skew_settings.py").write_text(CHILD_SETTINGS % redis_cache)
     with Redis.from_url(redis_cache) as server:
         seconds, micros = server.time()
@@ -166,7 +165,7 @@ def test_app_servers_with_skewed_clocks_admit_exactly_the_limit(redis_cache, acc
     }
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, skew, prefix, "20"],
+            [sys.executable, "-c", CHILD, skew, prefix, "20", str(account.pk)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -177,7 +176,7 @@ def test_app_servers_with_skewed_clocks_admit_exactly_the_limit(redis_cache, acc
     counts = [int(child.communicate(timeout=60)[0].strip().splitlines()[-1]) for child in children]
     print(f"\nadmitted per process (clock -30 s, 0, +30 s): {counts}")
     assert sum(counts) == 100  # 240 attempts; the limit holds exactly whatever the app clocks say.
-    decision = get_storage().peek(prefix, "read").decision
+    decision = get_storage().peek(prefix, account.pk, "read").decision
     assert decision.remaining == 0
     # The reset is when the oldest admitted stamp leaves the 60 s window. The
     # children take seconds to start and run, so that stamp may be seconds

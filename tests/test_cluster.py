@@ -120,62 +120,72 @@ def node_of(cluster, key):
 
 
 def make_keys(account, count, limit):
-    account.limit_override = limit
-    account.save()
-    return [APIKey.objects.create_key(account=account, name=f"k{i}")[0].prefix for i in range(count)]
+    """``count`` keys, each of its own account (the store's hash tag) in ``account``'s tier, with
+    ``limit`` per minute: ``(prefix, account id)`` pairs."""
+    keys = []
+    for i in range(count):
+        owner = Account.objects.create(name=f"{account.name}-{i}", tier=account.tier)
+        set_rule(owner, limit)
+        keys.append((APIKey.objects.create_key(account=owner, name=f"k{i}")[0].prefix, owner.pk))
+    return keys
+
+
+def policy_of(storage, key):
+    prefix, account = key
+    return storage.make_key(policy_key(account_tag(account), prefix))
 
 
 def test_threads_hammering_each_key_admit_exactly_its_limit(on_cluster, account):
-    prefixes = make_keys(account, 12, 100)
+    keys = make_keys(account, 12, 100)
     storage = get_storage()
-    for prefix in prefixes:  # Load each policy once, here, where the test database is visible.
-        assert storage.peek(prefix, "read").decision.remaining == 100
-    # The keys are spread over the masters.
-    assert len({node_of(on_cluster, storage.make_key(f"rlt:{{{p}}}:policy")) for p in prefixes}) >= 2
+    for key in keys:  # Load each policy once, here, where the test database is visible.
+        assert storage.peek(*key, "read").decision.remaining == 100
+    # The keys (of as many accounts) are spread over the masters.
+    assert len({node_of(on_cluster, policy_of(storage, key)) for key in keys}) >= 2
 
-    admitted = {prefix: 0 for prefix in prefixes}
+    admitted = dict.fromkeys(keys, 0)
     lock = threading.Lock()
 
     def hit(i):
-        prefix = prefixes[i % len(prefixes)]
-        if storage.hit(prefix, "read").decision.allowed:
+        key = keys[i % len(keys)]
+        if storage.hit(*key, "read").decision.allowed:
             with lock:
-                admitted[prefix] += 1
+                admitted[key] += 1
 
     with ThreadPoolExecutor(24) as pool:
-        list(pool.map(hit, range(len(prefixes) * 160)))
+        list(pool.map(hit, range(len(keys) * 160)))
     assert set(admitted.values()) == {100}
     assert_no_errors(on_cluster)
 
 
 def test_clear_and_forget_never_cross_slots(on_cluster, account):
-    prefixes = make_keys(account, 20, 3)
+    keys = make_keys(account, 20, 3)
     storage = get_storage()
-    for prefix in prefixes:
+    for key in keys:
         for _ in range(3):
-            assert storage.hit(prefix, "read").decision.allowed
-        assert not storage.hit(prefix, "read").decision.allowed
-    storage.clear(prefixes[0])
-    assert storage.hit(prefixes[0], "read").decision.allowed
+            assert storage.hit(*key, "read").decision.allowed
+        assert not storage.hit(*key, "read").decision.allowed
+    storage.clear(*keys[0], ["read"])
+    assert storage.hit(*keys[0], "read").decision.allowed
     # Evicting many policies at once, across every master.
-    account.limit_override = 5
-    account.save()  # Signals evict every key's policy.
-    assert storage.hit(prefixes[1], "read").decision.limit == 5
-    storage.forget(prefixes)
+    set_rule(Account.objects.get(pk=keys[1][1]), 5)  # Signals evict the account's keys' policies.
+    assert storage.hit(*keys[1], "read").decision.limit == 5
+    assert len({node_of(on_cluster, policy_of(storage, key)) for key in keys}) >= 2
+    storage.forget(keys)
     assert_no_errors(on_cluster)
 
 
 def test_give_back_on_every_master(on_cluster, account):
-    prefixes = make_keys(account, 60, 3)
-    by_master = {node_of(on_cluster, p): p for p in prefixes}  # One key on each master.
+    keys = make_keys(account, 60, 3)
+    by_master = {node_of(on_cluster, policy_of(get_storage(), key)): key for key in keys}  # One on each.
     assert len(by_master) == 3
-    prefixes = list(by_master.values())
+    keys = list(by_master.values())
     storage = get_storage()
-    for prefix in prefixes:
-        decision = storage.hit(prefix, "read").decision
+    for key in keys:
+        decision = storage.hit(*key, "read").decision
         assert decision.remaining == 2
-        assert storage.give_back(prefix, "read", decision)
-        assert storage.peek(prefix, "read").decision.remaining == 3
+        assert storage.give_back(*key, "read", 1, decision)
+        assert storage.peek(*key, "read").decision.remaining == 3
     assert_no_errors(on_cluster)
 
 
@@ -199,9 +209,9 @@ def test_an_unreachable_cluster_fails_open_fast(settings, api, db):
 
 def test_settings_as_keyword_arguments(on_cluster, settings, account):
     settings.RATELIMIT_TIERS_REDIS_CLUSTER = {"startup_nodes": [("127.0.0.1", on_cluster[1].port)]}
-    prefix = make_keys(account, 1, 2)[0]
+    key = make_keys(account, 1, 2)[0]
     storage = get_storage()
-    assert [storage.hit(prefix, "read").decision.allowed for _ in range(3)] == [True, True, False]
+    assert [storage.hit(*key, "read").decision.allowed for _ in range(3)] == [True, True, False]
 
 
 def test_a_key_prefix_with_braces_is_refused(on_cluster, settings):

@@ -51,15 +51,16 @@ def _setup_child(url, barrier, backend):
     django.setup()
 
 
-def _hammer(prefix):
+def _hammer(key):
     from ratelimit_tiers.storage import get_storage
 
+    prefix, account = key
     storage = get_storage()
-    storage.peek(prefix, "read")  # Connect before the start line.
+    storage.peek(prefix, account, "read")  # Connect before the start line.
     _barrier.wait(timeout=30)
     admitted = 0
     for _ in range(HITS_PER_WORKER):
-        decision = storage.hit(prefix, "read").decision
+        decision = storage.hit(prefix, account, "read").decision
         admitted += decision.allowed
     return type(storage).__name__, admitted
 
@@ -77,13 +78,13 @@ def pool(request, redis_server):
 def prepare(free_tier, account, algorithm):
     from ratelimit_tiers.models import APIKey
     from ratelimit_tiers.storage import get_storage
+    from tests.conftest import only_rule
 
     # An hour-long window keeps counter mode away from a window boundary during a run.
-    free_tier.limit, free_tier.window_seconds, free_tier.algorithm = LIMIT, 3600, algorithm
-    free_tier.save()
+    only_rule(free_tier, f"{LIMIT}/h", algorithm=algorithm)
     key, _raw = APIKey.objects.create_key(account=account, name=algorithm)
     storage = get_storage()
-    assert storage.peek(key.prefix, "read").decision.limit == LIMIT  # Installs the policy.
+    assert storage.peek(key.prefix, account.pk, "read").decision.limit == LIMIT  # Installs the policy.
     return storage, key.prefix
 
 
@@ -94,8 +95,8 @@ def test_eight_processes_admit_exactly_the_limit(request, pool, free_tier, accou
     storage, prefix = prepare(free_tier, account, algorithm)
     results = []
     for _ in range(RUNS):
-        storage.clear(prefix)
-        answers = workers.map(_hammer, [prefix] * PROCESSES, chunksize=1)
+        storage.clear(prefix, account.pk, ["read"])
+        answers = workers.map(_hammer, [(prefix, account.pk)] * PROCESSES, chunksize=1)
         assert {name for name, _admitted in answers} == {"RedisStorage"}  # One script per check.
         results.append(sum(admitted for _name, admitted in answers))
     assert results == [LIMIT] * RUNS
@@ -106,12 +107,13 @@ def test_eight_threads_admit_exactly_the_limit(redis_cache, free_tier, account, 
     storage, prefix = prepare(free_tier, account, algorithm)
     results = []
     for _ in range(5):
-        storage.clear(prefix)
+        storage.clear(prefix, account.pk, ["read"])
         start = threading.Barrier(PROCESSES)
 
         def hammer(start=start):
             start.wait(timeout=30)
-            return sum(storage.hit(prefix, "read").decision.allowed for _ in range(HITS_PER_WORKER))
+            hits = (storage.hit(prefix, account.pk, "read") for _ in range(HITS_PER_WORKER))
+            return sum(outcome.decision.allowed for outcome in hits)
 
         with ThreadPoolExecutor(PROCESSES) as executor:
             futures = [executor.submit(hammer) for _ in range(PROCESSES)]

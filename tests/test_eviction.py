@@ -88,11 +88,11 @@ def test_no_redis_to_ask(settings, cache):
 def test_warned_once_per_process_at_run_time(start_redis, raw_key, caplog, policy):
     start_redis("--maxmemory-policy", policy)
     caplog.set_level(logging.WARNING, "ratelimit_tiers")
-    prefix = APIKey.objects.get().prefix
+    prefix, account = APIKey.objects.values_list("prefix", "account_id").get()
     storage = get_storage()
-    assert storage.hit(prefix, "read").decision.allowed  # Loads the policy (SQLite: one thread).
+    assert storage.hit(prefix, account, "read").decision.allowed  # Loads the policy (SQLite: one thread).
     with ThreadPoolExecutor(8) as pool:  # Concurrent checks: the storage opens several connections.
-        assert all(pool.map(lambda _: storage.hit(prefix, "read").decision.allowed, range(40)))
+        assert all(pool.map(lambda _: storage.hit(prefix, account, "read").decision.allowed, range(40)))
     warnings = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
     assert len(warnings) == (policy != "noeviction")
 
@@ -100,8 +100,9 @@ def test_warned_once_per_process_at_run_time(start_redis, raw_key, caplog, polic
 def test_a_full_redis_with_noeviction_fails_the_check(start_redis, raw_key):
     """No silent lifting: the script's write is refused, and fail-open or fail-closed applies."""
     start_redis("--maxmemory-policy", "noeviction")
-    prefix, storage = APIKey.objects.get().prefix, get_storage()
-    assert storage.hit(prefix, "read").decision.allowed  # A warm key: its policy is in Redis.
+    prefix, account = APIKey.objects.values_list("prefix", "account_id").get()
+    storage = get_storage()
+    assert storage.hit(prefix, account, "read").decision.allowed  # A warm key: its policy is in Redis.
     client = get_redis_connection("default")
     for i in range(4):
         client.set(f"ballast:{i}", b"x" * 1_000_000)
@@ -109,5 +110,5 @@ def test_a_full_redis_with_noeviction_fails_the_check(start_redis, raw_key):
     with pytest.raises(ResponseError, match="maxmemory"):
         client.set("one-more", b"x")
     with pytest.raises(StorageUnavailable, match="maxmemory") as info:
-        storage.hit(prefix, "read")
+        storage.hit(prefix, account, "read")
     print(f"\nfull Redis, noeviction: {info.value}")

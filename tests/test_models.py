@@ -6,19 +6,27 @@ from io import StringIO
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
+from django.db import IntegrityError, transaction
 from django.db.models.signals import pre_save
 from django.utils import timezone
 
-from ratelimit_tiers.models import APIKey, Tier
+from ratelimit_tiers.models import APIKey, LimitRule, Tier
+from ratelimit_tiers.rules import applicable
+from tests.conftest import set_rule
 
 
 def test_seeded_tiers(db):
-    assert list(Tier.objects.values_list("name", "limit", "window_seconds")) == [
-        ("Free", 60, 60),
-        ("Basic", 300, 60),
-        ("Pro", 1000, 60),
-        ("Enterprise", 5000, 60),
+    # Each seeded tier has one rule for all categories, per key, over a sliding minute.
+    rules = LimitRule.objects.values_list(
+        "tier__name", "category", "count", "window_seconds", "calendar", "scope", "algorithm", "until"
+    )
+    assert list(rules.order_by("tier__pk")) == [
+        ("Free", "", 60, 60, "", "key", "", None),
+        ("Basic", "", 300, 60, "", "key", "", None),
+        ("Pro", "", 1000, 60, "", "key", "", None),
+        ("Enterprise", "", 5000, 60, "", "key", "", None),
     ]
+    assert list(Tier.objects.values_list("name", flat=True)) == ["Free", "Basic", "Pro", "Enterprise"]
 
 
 def test_no_missing_migrations(db):
@@ -27,17 +35,33 @@ def test_no_missing_migrations(db):
     assert "No changes detected" in out.getvalue()
 
 
-def test_category_limits_fall_back_to_tier_limit(free_tier):
-    free_tier.delete_limit = 5
-    assert free_tier.category_limit("delete") == 5
-    assert free_tier.category_limit("read") == 60
+def test_category_limits_fall_back_to_tier_limit(account, free_tier):
+    set_rule(free_tier, 5, category="delete")
+    assert counts(account.effective_rules(), "delete") == [5]
+    assert counts(account.effective_rules(), "read") == [60]
 
 
-def test_override_replaces_every_category(account):
-    account.tier.write_limit = 10
-    assert account.limits()["write"] == 10
-    account.limit_override = 9000
-    assert set(account.limits().values()) == {9000}
+def test_account_rule_replaces_the_tier_rule_of_its_identity(account, free_tier):
+    set_rule(free_tier, 10, category="write")
+    set_rule(account, 9000)
+    # The account's all-categories rule replaces the tier's, not the tier's write rule.
+    assert counts(account.effective_rules(), "read") == [9000]
+    assert counts(account.effective_rules(), "write") == [10]
+    set_rule(account, 9000, category="write")
+    assert counts(account.effective_rules(), "write") == [9000]
+    origins = {(rule.category, rule.origin) for rule in account.effective_rules()}
+    assert origins == {("", "account"), ("write", "account")}
+
+
+def test_an_account_rule_past_its_until_no_longer_applies(account):
+    end = timezone.now() + timedelta(minutes=1)
+    set_rule(account, 5000, category="read", until=end)
+    assert counts(account.effective_rules(), "read") == [5000]
+    assert counts(account.effective_rules(now=end.timestamp()), "read") == [60]
+
+
+def counts(rules, category):
+    return [rule.count for rule in applicable(rules, category)]
 
 
 def test_only_the_hash_is_stored(account):
@@ -62,10 +86,73 @@ def test_revocation_is_final(account):
     assert key.revoked
 
 
-def test_window_must_be_positive(db):
-    tier = Tier(name="Weird", limit=1, window_seconds=0)
-    with pytest.raises(ValidationError):
-        tier.full_clean()
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "belongs to a tier or to an account"),
+        ({"tier": True, "account": True}, "belongs to a tier or to an account"),
+        ({"tier": True, "window_seconds": 0}, "sliding window in seconds, or a calendar quota"),
+        ({"tier": True, "calendar": "day"}, "sliding window in seconds, or a calendar quota"),
+        ({"tier": True, "window_seconds": 0, "calendar": "day", "algorithm": "exact"}, "is a counter"),
+        ({"tier": True, "until": True}, "Only an account's override can end"),
+        ({"tier": True, "count": 0}, "greater than or equal to 1"),
+        ({"tier": True, "category": "Read"}, "Lowercase letters"),
+        ({"tier": True, "calendar": "year", "window_seconds": 0}, "not a valid choice"),
+    ],
+)
+def test_rule_clean_refuses_what_cannot_apply(account, free_tier, fields, message):
+    values = {"count": 10, "window_seconds": 60, **fields}
+    values["tier"] = free_tier if fields.get("tier") else None
+    values["account"] = account if fields.get("account") else None
+    values["until"] = timezone.now() if fields.get("until") else None
+    with pytest.raises(ValidationError, match=message):
+        LimitRule(**values).full_clean()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tier": True, "count": 10, "window_seconds": 1, "algorithm": "exact"},
+        {"tier": True, "count": 10, "calendar": "month", "scope": "account", "category": "export"},
+        {"account": True, "count": 10, "window_seconds": 3600, "until": True, "category": "read"},
+    ],
+)
+def test_rule_clean_accepts_each_kind_of_rule(account, free_tier, fields):
+    values = {**fields, "tier": free_tier if fields.get("tier") else None}
+    values["account"] = account if fields.get("account") else None
+    values["until"] = timezone.now() if fields.get("until") else None
+    LimitRule(**values).full_clean()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"window_seconds": 60},  # No owner.
+        {"tier": True, "account": True, "window_seconds": 60},  # Two owners.
+        {"tier": True, "window_seconds": 0},  # No period.
+        {"tier": True, "window_seconds": 60, "calendar": "day"},  # Two periods.
+        {"tier": True, "window_seconds": 0, "calendar": "year"},  # No such calendar.
+    ],
+)
+def test_rule_constraints_hold_in_the_database(account, free_tier, fields):
+    # Of a category no other rule has: only the constraint under test can refuse it.
+    values = {**fields, "category": "x", "count": 1, "tier": free_tier if fields.get("tier") else None}
+    values["account"] = account if fields.get("account") else None
+    with pytest.raises(IntegrityError), transaction.atomic():
+        LimitRule.objects.create(**values)
+
+
+@pytest.mark.parametrize("owner", ["tier", "account"])
+def test_one_rule_per_owner_category_period_and_scope(account, free_tier, owner):
+    other_owner = {"tier": free_tier} if owner == "account" else {"account": account}
+    rule = {owner: free_tier if owner == "tier" else account, "category": "read", "window_seconds": 60}
+    LimitRule.objects.create(count=1, **rule)
+    # The same identity for the other kind of owner, another scope or period: other rules.
+    LimitRule.objects.create(count=1, **{**rule, **{owner: None}, **other_owner})
+    LimitRule.objects.create(count=1, scope="account", **rule)
+    LimitRule.objects.create(count=1, **{**rule, "window_seconds": 1})
+    with pytest.raises(IntegrityError), transaction.atomic():
+        LimitRule.objects.create(count=2, **rule)
 
 
 def test_create_api_key_command_creates_account_and_prints_key_last(db):

@@ -10,9 +10,11 @@ import sys
 
 import pytest
 
-from ratelimit_tiers import invalidation
+from ratelimit_tiers import invalidation, policies
+from ratelimit_tiers.algorithms import EXACT_MAX_LIMIT
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.rules import Rule
 from ratelimit_tiers.storage import get_storage
 from ratelimit_tiers.storage.base import INSTALL_ATTEMPTS
 from tests.processes import ROOT, ProjectServer, request
@@ -41,29 +43,29 @@ def revoke_once(attempt):
 
 
 @pytest.mark.django_db
-def test_a_load_that_raced_a_revocation_is_not_installed(backend, raw_key, monkeypatch):
+def test_a_load_that_raced_a_revocation_is_not_installed(backend, account, raw_key, monkeypatch):
     prefix = raw_key.split(".")[0]
     storage = get_storage()
     states = patch_load(monkeypatch, storage, revoke_once)
     # The first load read the row before the revocation; its eviction came before the
     # install, so the install is refused and the key's policy is loaded again.
-    assert storage.hit(prefix, "read").state == "revoked"
+    assert storage.hit(prefix, account.pk, "read").state == "revoked"
     assert states == ["active", "revoked"]
     monkeypatch.undo()
     for _ in range(3):  # And no later check sees the stale policy.
-        assert storage.peek(prefix, "read").state == "revoked"
+        assert storage.peek(prefix, account.pk, "read").state == "revoked"
 
 
 @pytest.mark.django_db
-def test_a_policy_that_changes_at_every_load_gives_up(backend, raw_key, monkeypatch):
+def test_a_policy_that_changes_at_every_load_gives_up(backend, account, raw_key, monkeypatch):
     prefix = raw_key.split(".")[0]
     storage = get_storage()
-    states = patch_load(monkeypatch, storage, lambda attempt: invalidation.evict([prefix]))
+    states = patch_load(monkeypatch, storage, lambda attempt: invalidation.evict([(prefix, account.pk)]))
     with pytest.raises(StorageUnavailable, match="changed during each of"):
-        storage.hit(prefix, "read")
+        storage.hit(prefix, account.pk, "read")
     assert len(states) == INSTALL_ATTEMPTS
     monkeypatch.undo()
-    assert storage.hit(prefix, "read").decision.remaining == 59
+    assert storage.hit(prefix, account.pk, "read").decision.remaining == 59
 
 
 SETTINGS = """
@@ -76,6 +78,7 @@ REVOKE_AND_WAIT = """
 import sys
 from django.db import transaction
 from ratelimit_tiers.models import APIKey
+from ratelimit_tiers.rules import Rule
 with transaction.atomic():
     key = APIKey.objects.get(prefix=%r)
     key.revoked = True
@@ -118,3 +121,12 @@ def test_a_request_racing_a_revocation_does_not_outlive_its_commit(project):
     finally:
         revoker.kill()
     assert request(project.port, "/api/items/", raw_key).status == 401
+
+
+def test_a_rule_above_the_exact_logs_size_is_counted_by_the_counter(settings):
+    # The exact log keeps at most EXACT_MAX_LIMIT stamps: a larger rule runs the counter.
+    settings.RATELIMIT_TIERS_ALGORITHM = "exact"
+    assert policies.kind(Rule(EXACT_MAX_LIMIT, 60)) == "e"
+    assert policies.kind(Rule(EXACT_MAX_LIMIT + 1, 60, algorithm="exact")) == "c"
+    assert policies.kind(Rule(5, 60, algorithm="counter")) == "c"
+    assert policies.kind(Rule(EXACT_MAX_LIMIT + 1, calendar="day")) == "q"

@@ -20,7 +20,7 @@ from redis.retry import Retry
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.storage import get_storage
 from ratelimit_tiers.storage.redis import RedisStorage
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, free_port, set_rule
 from tests.processes import Load, ProjectServer, burst, percentiles, recovered_after
 
 pytestmark = pytest.mark.redis
@@ -122,17 +122,16 @@ def cache_settings(sentinel_port):
 def test_exact_through_the_sentinel_client(sentinel_setup, settings, account):
     _master, _replica, sentinel = sentinel_setup
     settings.CACHES = cache_settings(sentinel.port)
-    account.limit_override = 100
-    account.save()
+    set_rule(account, 100)
     prefix = APIKey.objects.create_key(account=account, name="s")[0].prefix
     storage = get_storage()
     assert type(storage) is RedisStorage
-    assert storage.peek(prefix, "read").decision.remaining == 100
+    assert storage.peek(prefix, account.pk, "read").decision.remaining == 100
     admitted = []
     lock = threading.Lock()
 
     def hit(_):
-        if storage.hit(prefix, "read").decision.allowed:
+        if storage.hit(prefix, account.pk, "read").decision.allowed:
             with lock:
                 admitted.append(1)
 

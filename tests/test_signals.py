@@ -10,7 +10,7 @@ from ratelimit_tiers import last_used
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.signals import quota_low, request_throttled
 from ratelimit_tiers.throttling import TierRateThrottle
-from tests.conftest import URL
+from tests.conftest import URL, set_rule
 
 
 @pytest.fixture
@@ -32,8 +32,7 @@ def received():
 
 def test_throttled_and_quota_low_signals(backend, api, free_tier, received, caplog):
     caplog.set_level("INFO", logger="ratelimit_tiers")
-    free_tier.limit = 10
-    free_tier.save()
+    set_rule(free_tier, 10)
     statuses = [api.get(URL).status_code for _ in range(11)]
     assert statuses == [200] * 10 + [429]
     low = [kwargs for kind, _, kwargs in received if kind == "low"]
@@ -55,8 +54,7 @@ def test_throttled_and_quota_low_signals(backend, api, free_tier, received, capl
 
 def test_ratio_setting_moves_the_threshold(api, free_tier, received, settings):
     settings.RATELIMIT_TIERS_QUOTA_WARNING_RATIO = 0.5
-    free_tier.limit = 4
-    free_tier.save()
+    set_rule(free_tier, 4)
     for _ in range(4):
         api.get(URL)
     assert [k["decision"].remaining for kind, _, k in received if kind == "low"] == [2, 1, 0]
@@ -64,7 +62,7 @@ def test_ratio_setting_moves_the_threshold(api, free_tier, received, settings):
 
 def test_shadow_tier_counts_but_never_refuses(backend, api, free_tier, received, caplog):
     caplog.set_level("INFO", logger="ratelimit_tiers")
-    free_tier.limit = 2
+    set_rule(free_tier, 2)
     free_tier.shadow = True
     free_tier.save()
     responses = [api.get(URL) for _ in range(4)]
@@ -82,8 +80,7 @@ def test_shadow_tier_counts_but_never_refuses(backend, api, free_tier, received,
 
 def test_global_shadow_setting(api, free_tier, settings):
     settings.RATELIMIT_TIERS_SHADOW = True
-    free_tier.limit = 1
-    free_tier.save()
+    set_rule(free_tier, 1)
     assert [api.get(URL).status_code for _ in range(3)] == [200, 200, 200]
     settings.RATELIMIT_TIERS_SHADOW = False
     assert api.get(URL).status_code == 429
@@ -92,8 +89,7 @@ def test_global_shadow_setting(api, free_tier, settings):
 def test_a_refusal_takes_its_tier_from_the_stores_answer(backend, api, free_tier, django_assert_num_queries):
     # The store answers the decision with the key's tier and shadow flag: a refusal
     # reads no tier of its own, from the store or the database.
-    free_tier.limit = 1
-    free_tier.save()
+    set_rule(free_tier, 1)
     assert api.get(URL).status_code == 200  # Loads the key's identity and policy.
     throttled = []
 

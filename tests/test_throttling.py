@@ -7,7 +7,7 @@ from django.core.cache import caches
 
 from ratelimit_tiers.models import APIKey, Tier
 from ratelimit_tiers.storage.cache import CacheStorage
-from tests.conftest import URL, key_client
+from tests.conftest import URL, key_client, set_rule
 
 
 def test_free_key_gets_60_then_429(backend, api, account):
@@ -42,22 +42,20 @@ def test_free_key_gets_60_then_429(backend, api, account):
     assert response["X-RateLimit-Remaining"] == "59"
 
 
-def test_refused_requests_do_not_consume_quota(backend, api, free_tier):
-    free_tier.limit = 2
-    free_tier.save()
+def test_refused_requests_do_not_consume_quota(backend, api, account, free_tier):
+    set_rule(free_tier, 2)
     assert [api.get(URL).status_code for _ in range(5)] == [200, 200, 429, 429, 429]
     from ratelimit_tiers.storage import get_storage
 
     prefix = APIKey.objects.get().prefix
-    decision = get_storage().peek(prefix, "read").decision
+    decision = get_storage().peek(prefix, account.pk, "read").decision
     assert decision is not None
     assert decision.remaining == 0
     assert decision.limit == 2
 
 
 def test_failed_requests_count(backend, api, free_tier):
-    free_tier.limit = 2
-    free_tier.save()
+    set_rule(free_tier, 2)
     assert api.get(f"{URL}999/").status_code == 404
     response = api.get(f"{URL}998/")
     assert response.status_code == 404
@@ -68,9 +66,8 @@ def test_failed_requests_count(backend, api, free_tier):
 
 
 def test_categories_have_their_own_limits_and_counters(backend, api, free_tier):
-    free_tier.write_limit = 1
-    free_tier.delete_limit = 1
-    free_tier.save()
+    set_rule(free_tier, 1, category="write")
+    set_rule(free_tier, 1, category="delete")
     assert api.post(URL, {"name": "a"}, format="json").status_code == 201
     assert api.post(URL, {"name": "b"}, format="json").status_code == 429
     item = api.get(URL)
@@ -89,8 +86,7 @@ def test_view_can_name_its_category(backend, account, free_tier, rf):
     from ratelimit_tiers.authentication import APIKeyAuthentication
     from ratelimit_tiers.throttling import TierRateThrottle
 
-    free_tier.auth_limit = 1
-    free_tier.save()
+    set_rule(free_tier, 1, category="auth")
 
     class TokenView(APIView):
         authentication_classes = [APIKeyAuthentication]
@@ -109,15 +105,13 @@ def test_view_can_name_its_category(backend, account, free_tier, rf):
 
 
 def test_account_override_replaces_tier_limits(backend, api, account):
-    account.limit_override = 7
-    account.save()
+    set_rule(account, 7)
     assert api.get(URL)["X-RateLimit-Limit"] == "7"
 
 
 def test_admin_edits_apply_on_the_next_request(backend, api, free_tier, account):
     assert api.get(URL)["X-RateLimit-Limit"] == "60"
-    free_tier.limit = 120
-    free_tier.save()
+    set_rule(free_tier, 120)
     response = api.get(URL)
     assert response["X-RateLimit-Limit"] == "120"
     # Earlier requests still count under the new limit.
@@ -214,18 +208,14 @@ def test_requests_without_a_key_are_not_throttled_here(db):
 
 
 def test_exact_algorithm_on_locmem_falls_back_to_counter(api, free_tier):
-    free_tier.algorithm = "exact"
-    free_tier.limit = 1
-    free_tier.save()
+    set_rule(free_tier, 1, algorithm="exact")
     assert [api.get(URL).status_code for _ in range(2)] == [200, 429]
 
 
 @pytest.mark.redis
 @pytest.mark.parametrize("algorithm", ["exact", "counter"])
 def test_both_algorithms_on_redis(redis_cache, api, free_tier, algorithm):
-    free_tier.algorithm = algorithm
-    free_tier.limit = 3
-    free_tier.save()
+    set_rule(free_tier, 3, algorithm=algorithm)
     statuses = [api.get(URL).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
 
@@ -305,8 +295,7 @@ def test_requests_another_throttle_refuses_cost_no_tier_quota(
     from ratelimit_tiers.storage import get_storage
     from ratelimit_tiers.throttling import TierRateThrottle
 
-    free_tier.algorithm = algorithm
-    free_tier.save()
+    set_rule(free_tier, 60, algorithm=algorithm)
 
     class ThreeAMinute(UserRateThrottle):
         rate = "3/min"
@@ -332,7 +321,7 @@ def test_requests_another_throttle_refuses_cost_no_tier_quota(
         assert 1 <= int(refused["Retry-After"]) <= 60
         assert not [h for h in refused.headers if h.startswith("X-RateLimit")]
     # The seven refusals cost the key's tier quota nothing.
-    assert get_storage().peek(key.prefix, "read").decision.remaining == 57
+    assert get_storage().peek(key.prefix, account.pk, "read").decision.remaining == 57
 
 
 @pytest.mark.parametrize("tier_first", [True, False], ids=["tier-first", "drf-first"])
@@ -346,8 +335,7 @@ def test_a_tier_refusal_waits_for_the_longest_throttle_of_the_view(backend, acco
     from ratelimit_tiers.middleware import RateLimitHeadersMiddleware
     from ratelimit_tiers.throttling import TierRateThrottle
 
-    free_tier.limit = 1
-    free_tier.save()
+    set_rule(free_tier, 1)
 
     class SecondRequestWaitsFiveMinutes(BaseThrottle):
         calls = 0
