@@ -85,7 +85,7 @@ _serial = iter(range(10**9))
 
 
 def new_key(limit: int, algorithm: str, window: int = 60) -> tuple[tuple[str, int], str]:
-    """A new key of a tier of one rule, ``limit`` per ``window`` seconds: ``((prefix, account id), raw key)``."""
+    """A new key of a tier of one rule, ``limit`` per ``window`` s: ``((prefix, account id), raw key)``."""
     from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
 
     tier, created = Tier.objects.get_or_create(name=f"bench-{limit}-{window}-{algorithm}")
