@@ -527,7 +527,7 @@ def table(header: list[str], rows: Iterator[list[str]] | list[list[str]]) -> str
     return "\n".join(lines)
 
 
-SECTIONS = ("checks", "memory", "exactness", "e2e", "flood")
+SECTIONS = ("checks", "rules", "memory", "exactness", "e2e", "flood")
 
 
 def main() -> None:
@@ -612,6 +612,62 @@ def checks(url: str, options: argparse.Namespace) -> None:
     print(table(header, rows) + "\n")
 
 
+#: The rule sets compared: one rule, and the issue's three (a second, a minute and a day quota).
+ONE_RULE = ("1000/min",)
+THREE_RULES = ("10/s", "1000/min", "100000/day")
+
+
+def rule_keys(rates: tuple[str, ...], count: int) -> list[tuple[str, int]]:
+    """``count`` new keys of one tier with ``rates``, each of its own account, policies installed."""
+    from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
+    from ratelimit_tiers.rules import parse_limit
+    from ratelimit_tiers.storage import get_storage
+
+    tier = Tier.objects.create(name=f"bench-rules-{next(_serial)}")
+    for rate in rates:
+        limit, window, calendar = parse_limit(rate)
+        LimitRule.objects.create(tier=tier, count=limit, window_seconds=window, calendar=calendar)
+    keys = []
+    for _ in range(count):
+        account = Account.objects.create(name=f"bench-{next(_serial)}", tier=tier)
+        key, _raw = APIKey.objects.create_key(account=account, name="bench")
+        get_storage().peek(key.prefix, account.pk, "read")
+        keys.append((key.prefix, account.pk))
+    return keys
+
+
+def rules_table(options: argparse.Namespace) -> None:
+    """One check against three rules against one, in alternating rounds of the same run.
+
+    Every check is admitted: each round uses each key once, round-robin over
+    enough keys that none sees 10 in a second. The ratio is the median of the
+    rounds' ratios, which cancels the machine's drift.
+    """
+    from ratelimit_tiers.storage import get_storage
+
+    storage, checks = get_storage(), options.checks * 5
+    one, three = rule_keys(ONE_RULE, checks * 2), rule_keys(THREE_RULES, checks * 2)
+    costs: dict[str, list[float]] = {"one": [], "three": []}
+    refused = 0
+    for round_ in range(options.rounds):
+        for name, keys in (("one", one), ("three", three)):
+            batch = keys[(round_ % 2) * checks : (round_ % 2 + 1) * checks]
+            start = time.perf_counter()
+            for prefix, account in batch:
+                refused += not storage.hit(prefix, account, "read").allowed
+            costs[name].append((time.perf_counter() - start) / checks * 1e6)
+    ratios = [b / a for a, b in zip(costs["one"], costs["three"], strict=True)]
+    print(
+        f"Several rules: one check against {' + '.join(THREE_RULES)} vs {ONE_RULE[0]} alone, "
+        f"{options.rounds} alternating rounds of {checks} admitted checks ({refused} refused):\n"
+    )
+    rows = [
+        ["1 rule", f"{statistics.median(costs['one']):.0f}", "1.00x"],
+        ["3 rules", f"{statistics.median(costs['three']):.0f}", f"{statistics.median(ratios):.2f}x"],
+    ]
+    print(table(["rules", "µs per check (median)", "x one rule (median of round ratios)"], rows) + "\n")
+
+
 def memory_table(url: str) -> None:
     print("Redis memory of one full 5,000/min key (MEMORY USAGE):\n")
     print(table(["approach", "bytes"], [[k, f"{v:,}"] for k, v in memory(url).items()]) + "\n")
@@ -628,6 +684,7 @@ def exactness_table(url: str, runs: int) -> None:
 
 SECTION_RUNNERS: dict[str, Callable[[str, str, argparse.Namespace], None]] = {
     "checks": lambda url, directory, options: checks(url, options),
+    "rules": lambda url, directory, options: rules_table(options),
     "memory": lambda url, directory, options: memory_table(url),
     "exactness": lambda url, directory, options: exactness_table(url, options.runs),
     "e2e": lambda url, directory, options: e2e(directory, options),

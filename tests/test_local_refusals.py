@@ -22,12 +22,12 @@ from redis import Redis
 from rest_framework.test import APIClient
 
 from ratelimit_tiers import crypto, signals
-from ratelimit_tiers.algorithms import Decision
+from ratelimit_tiers.algorithms import CATEGORIES, Decision
 from ratelimit_tiers.local_refusals import RENEWAL_SECONDS, RefusalNotes, notes, unknown_prefixes
-from ratelimit_tiers.models import APIKey, Tier
+from ratelimit_tiers.models import APIKey, LimitRule
 from ratelimit_tiers.storage import get_storage
 from ratelimit_tiers.storage.cache import CacheStorage
-from tests.conftest import URL, key_client
+from tests.conftest import URL, key_client, only_rule, set_rule
 
 
 class FakeClock:
@@ -61,8 +61,7 @@ def evalshas(redis):
 
 
 def exhaust(api, tier, limit=3):
-    tier.limit = limit
-    tier.save()
+    only_rule(tier, limit)
     assert [api.get(URL).status_code for _ in range(limit)] == [200] * limit
     refused = api.get(URL)
     assert refused.status_code == 429
@@ -71,6 +70,12 @@ def exhaust(api, tier, limit=3):
 
 def prefix_of(api):
     return api._credentials["HTTP_AUTHORIZATION"].split()[1].split(".")[0]
+
+
+def key_of(api):
+    """The client's key as the store names it: ``(prefix, account id)``."""
+    prefix = prefix_of(api)
+    return prefix, APIKey.objects.get(prefix=prefix).account_id
 
 
 def test_refusals_are_served_without_the_store_until_the_bound(redis, clock, api, free_tier):
@@ -101,8 +106,7 @@ def test_refusals_are_served_without_the_store_until_the_bound(redis, clock, api
 
 def test_retry_after_served_locally_is_enough(redis, api, free_tier):
     # The real monotonic clock, and a 2-second window the store's own clock must see pass.
-    free_tier.limit, free_tier.window_seconds = 1, 2
-    free_tier.save()
+    only_rule(free_tier, "1/2s")
     assert api.get(URL).status_code == 200
     assert api.get(URL).status_code == 429  # From the store: noted.
     before = evalshas(redis)
@@ -110,7 +114,7 @@ def test_retry_after_served_locally_is_enough(redis, api, free_tier):
     assert (response.status_code, evalshas(redis)) == (429, before)  # Served locally.
     retry_after = int(response["Retry-After"])
     # Never shorter than what the store itself would answer now (a look, which counts nothing).
-    assert retry_after >= get_storage().peek(prefix_of(api), "read").decision.reset_after
+    assert retry_after >= get_storage().peek(*key_of(api), "read").decision.reset_after
     time.sleep(retry_after)
     assert api.get(URL).status_code == 200
 
@@ -123,11 +127,9 @@ def test_a_change_in_this_process_drops_the_note_at_once(
     assert api.get(URL).status_code == 429  # Served locally.
     key = APIKey.objects.get()
     if change == "upgrade":
-        free_tier.limit = 10
-        free_tier.save()
+        only_rule(free_tier, 10)
     elif change == "override":
-        account.limit_override = 10
-        account.save()
+        set_rule(account, 10)
     elif change == "reset command":
         call_command("ratelimit_tiers_reset_key", key.prefix, stdout=io.StringIO())
     else:
@@ -142,7 +144,7 @@ def test_a_change_in_this_process_drops_the_note_at_once(
 
 def test_a_change_elsewhere_reaches_this_process_within_the_bound(redis, clock, api, free_tier):
     exhaust(api, free_tier)
-    get_storage().clear(prefix_of(api))  # Another process's reset: no signal reaches this one.
+    get_storage().clear(*key_of(api), CATEGORIES)  # Another process's reset: no signal reaches this one.
     clock.advance(0.99)
     assert api.get(URL).status_code == 429  # Still within the bound: served locally.
     clock.advance(0.01)
@@ -156,8 +158,8 @@ def test_shadow_mode_never_notes(redis, clock, api, free_tier, settings, how):
         free_tier.shadow = True
     else:
         settings.RATELIMIT_TIERS_SHADOW = True
-    free_tier.limit = 2
     free_tier.save()
+    only_rule(free_tier, 2)
     assert api.get(URL).status_code == 200  # Loads the policy (a second EVALSHA).
     before = evalshas(redis)
     assert {api.get(URL).status_code for _ in range(10)} == {200}  # 1 admitted, 9 shadow refusals.
@@ -307,6 +309,7 @@ class Run:
     def __init__(self, monkeypatch, tier, raw_keys):
         self.ms = 0
         self.tier, self.prefixes = tier, [raw.split(".")[0] for raw in raw_keys]
+        self.account = APIKey.objects.get(prefix=self.prefixes[0]).account_id
         self.clients = [key_client(raw) for raw in raw_keys]
         self.hits = 0
         self.last_elsewhere = -math.inf
@@ -316,16 +319,17 @@ class Run:
         monkeypatch.setattr(notes, "clock", lambda: 1000 + (self.ms + 0.5) / 1000)
         original = CacheStorage.hit
 
-        def hit(storage, prefix, category):
+        def hit(storage, prefix, account, category, cost=1):
             self.hits += 1
-            return original(storage, prefix, category)
+            return original(storage, prefix, account, category, cost)
 
         monkeypatch.setattr(CacheStorage, "hit", hit)
 
     def go(self, events):
         caches["default"].clear()
         notes.clear()
-        Tier.objects.filter(pk=self.tier.pk).update(limit=3, window_seconds=2)
+        LimitRule.objects.filter(tier=self.tier).delete()
+        LimitRule.objects.create(tier=self.tier, count=3, window_seconds=2)  # No signal: the cache is clear.
         results = []
         for event in events:
             kind = event[0]
@@ -334,15 +338,13 @@ class Run:
             elif kind == "request":
                 results.append(self.request(event[1], event[2]))
             elif kind == "change here":
-                tier = Tier.objects.get(pk=self.tier.pk)
-                tier.limit = event[1]
-                tier.save()
+                set_rule(self.tier, f"{event[1]}/2s")
             elif kind == "change elsewhere":  # Another process's save: its eviction reaches the store only.
-                Tier.objects.filter(pk=self.tier.pk).update(limit=event[1])
-                get_storage().forget(self.prefixes)
+                LimitRule.objects.filter(tier=self.tier).update(count=event[1])
+                get_storage().forget([(prefix, self.account) for prefix in self.prefixes])
                 self.last_elsewhere = self.ms
             else:  # Another process's reset.
-                get_storage().clear(self.prefixes[event[1]])
+                get_storage().clear(self.prefixes[event[1]], self.account, CATEGORIES)
                 self.last_elsewhere = self.ms
         return results
 
@@ -354,7 +356,7 @@ class Run:
         would_admit = None
         if local:
             assert response.status_code == 429  # A note never admits.
-            would_admit = get_storage().peek(self.prefixes[index], category).decision.allowed
+            would_admit = get_storage().peek(self.prefixes[index], self.account, category).decision.allowed
         headers = tuple(response.get(h) for h in HEADERS)
         return response.status_code, headers, local, would_admit, self.ms - self.last_elsewhere
 
@@ -383,8 +385,7 @@ def test_a_refusal_builds_no_log_fields_for_a_record_the_logger_drops(api, free_
     built = []
     original = signals._fields
     monkeypatch.setattr(signals, "_fields", lambda *args: built.append(args) or original(*args))
-    free_tier.limit = 1
-    free_tier.save()
+    only_rule(free_tier, 1)
     caplog.set_level(logging.WARNING, logger="ratelimit_tiers")
     assert [api.get(URL).status_code for _ in range(3)] == [200, 429, 429]
     assert built == []

@@ -399,7 +399,8 @@ def items_view(**attributes):
 def remaining(api):
     from ratelimit_tiers.storage import get_storage
 
-    return get_storage().peek(api._credentials["HTTP_AUTHORIZATION"][8:20], "read").decision.remaining
+    key = APIKey.objects.get(prefix=api._credentials["HTTP_AUTHORIZATION"][8:20])
+    return get_storage().peek(key.prefix, key.account_id, "read").decision.remaining
 
 
 def send(view, api):

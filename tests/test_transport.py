@@ -129,20 +129,22 @@ def tls_redis(tmp_path, settings):
 
 
 def test_checks_over_tls_are_read_directly_and_survive_a_restart_and_a_flush(tls_redis, free_tier, raw_key):
-    prefix = APIKey.objects.get().prefix
+    key = APIKey.objects.get()
+    prefix = (key.prefix, key.account_id)
     storage = get_storage()
-    assert storage.hit(prefix, "read").decision.remaining == 59
+    assert storage.hit(*prefix, "read").decision.remaining == 59
     assert storage.transport.direct
     assert isinstance(storage.transport.kept[0], SSLConnection)
-    assert storage.hit(prefix, "read").decision.remaining == 58
+    assert storage.hit(*prefix, "read").decision.remaining == 58
     # Every connection dies: the kept one is reconnected (a TLS handshake) and the check sent once.
     Redis.from_url(tls_redis.url).client_kill_filter(_type="normal", skipme=True)
-    assert storage.hit(prefix, "read").decision.remaining == 57
+    assert storage.hit(*prefix, "read").decision.remaining == 57
     get_redis_connection("default").script_flush()  # NOSCRIPT, read over TLS: loaded and sent again.
-    assert storage.hit(prefix, "read").decision.remaining == 56
+    assert storage.hit(*prefix, "read").decision.remaining == 56
 
 
 def test_a_plain_redis_cache_is_read_directly(redis_cache, free_tier, raw_key):
     storage = get_storage()
-    assert storage.hit(APIKey.objects.get().prefix, "read").decision.remaining == 59
+    key = APIKey.objects.get()
+    assert storage.hit(key.prefix, key.account_id, "read").decision.remaining == 59
     assert storage.transport.direct
