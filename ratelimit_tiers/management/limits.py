@@ -7,6 +7,7 @@ from datetime import datetime
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from ratelimit_tiers.models import Account, Tier
 from ratelimit_tiers.rules import parse_limit
@@ -46,11 +47,14 @@ def parse_period(text: str) -> tuple[int, str]:
 
 def parse_until(text: str) -> datetime:
     """An ISO 8601 time (in the current time zone when it names none) that is still to come."""
+    # Django's parser, not datetime.fromisoformat: Python 3.10's refuses a "Z" for UTC.
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
+        moment = parse_datetime(text.strip())
+    except ValueError:  # Well formed, but no such time (e.g. a 13th month).
+        moment = None
+    if moment is None:
         example = "2026-12-31T23:59:59+00:00"
-        raise CommandError(f"--until {text!r} is not an ISO 8601 time, e.g. {example}.") from exc
+        raise CommandError(f"--until {text!r} is not an ISO 8601 time, e.g. {example}.")
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment)
     if moment <= timezone.now():
