@@ -1,4 +1,4 @@
-"""Tiers, accounts and API keys: the database rows everything else is resolved from."""
+"""Tiers, their limit rules, accounts and API keys: the database rows everything else is resolved from."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sliding-window counter on any Django cache, through its atomic ``add``/``incr``."""
+"""Sliding-window counters and calendar quotas on any Django cache, through its atomic ``add``/``incr``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Redis: each check is one script call (``scripts/``) on the server's clock, exact or counter."""
+"""Redis: each check is one script call (``scripts/``) on the server's clock, every rule of it at once."""
 
 from __future__ import annotations
 
