@@ -123,7 +123,9 @@ class LimitRule(models.Model):
     )
 
     class Meta:
-        ordering = ["tier", "account", "category", "scope", "calendar", "window_seconds"]
+        # By the columns, not the relations: ordering by ``tier`` would join its table, and
+        # PostgreSQL cannot lock (``select_for_update``) the nullable side of an outer join.
+        ordering = ["tier_id", "account_id", "category", "scope", "calendar", "window_seconds"]
         verbose_name = _("limit rule")
         verbose_name_plural = _("limit rules")
         constraints = [

@@ -169,7 +169,7 @@ class Migration(migrations.Migration):
             options={
                 "verbose_name": "limit rule",
                 "verbose_name_plural": "limit rules",
-                "ordering": ["tier", "account", "category", "scope", "calendar", "window_seconds"],
+                "ordering": ["tier_id", "account_id", "category", "scope", "calendar", "window_seconds"],
                 "constraints": [
                     models.CheckConstraint(
                         condition=models.Q(("account__isnull", True), ("tier__isnull", False))
