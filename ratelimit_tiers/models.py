@@ -341,3 +341,59 @@ class APIKey(models.Model):
     def expiry_timestamp(self) -> float | None:
         expires: datetime | None = self.expires_at
         return expires.timestamp() if expires else None
+
+
+class DailyUsage(models.Model):
+    """One key's requests in one category on one UTC day, rolled up from the store's ledger.
+
+    Written only by ``manage.py ratelimit_tiers_rollup``, which adds each
+    finished hour once (:class:`RolledHour`). Kept when the key or its account
+    is deleted (their names stay), so that past usage can still be billed.
+    """
+
+    day = models.DateField(_("day (UTC)"))
+    account = models.ForeignKey(
+        Account,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="daily_usage",
+        verbose_name=_("account"),
+    )
+    account_name = models.CharField(_("account name"), max_length=200)
+    key = models.ForeignKey(
+        "APIKey", on_delete=models.SET_NULL, null=True, related_name="daily_usage", verbose_name=_("API key")
+    )
+    key_prefix = models.CharField(_("key prefix"), max_length=crypto.PREFIX_LENGTH)
+    category = models.CharField(_("category"), max_length=50)
+    admitted = models.PositiveBigIntegerField(_("admitted"), default=0)
+    refused = models.PositiveBigIntegerField(_("refused"), default=0)
+    #: Refusals per refusing rule's name (``{"all-60s": 3}``).
+    refused_by = models.JSONField(_("refused by rule"), default=dict, blank=True)
+    last_refused = models.DateTimeField(_("last refused"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-day", "account_name", "key_prefix", "category"]
+        constraints = [
+            models.UniqueConstraint(fields=["day", "key_prefix", "category"], name="rlt_daily_usage_unique"),
+        ]
+        indexes = [models.Index(fields=["account", "day"], name="rlt_daily_usage_account")]
+        verbose_name = _("daily usage")
+        verbose_name_plural = _("daily usage")
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.key_prefix} {self.category}"
+
+
+class RolledHour(models.Model):
+    """A UTC hour whose ledger counts were added to :class:`DailyUsage`: each is added once, ever."""
+
+    hour = models.DateTimeField(_("hour (UTC)"), unique=True)
+    rolled_at = models.DateTimeField(_("rolled up at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-hour"]
+        verbose_name = _("rolled-up hour")
+        verbose_name_plural = _("rolled-up hours")
+
+    def __str__(self) -> str:
+        return self.hour.isoformat()
