@@ -1,19 +1,21 @@
-"""End to end: bench/e2e.py's views under gunicorn, loaded from this process over loopback.
+"""End to end: bench/e2e.py's views under gunicorn, loaded over loopback by client processes.
 
-The load: ``THREADS`` threads, each sending one request per new connection
-(gunicorn's sync workers close every connection) on a raw socket and reading
-the answer to its end. The client shares the machine's CPUs with the server,
-so it does as little as a request allows: its cost is paid by every row alike.
+The load: ``CLIENTS`` processes of bench/client.py, each a loop of one request
+per new connection (gunicorn's sync workers close every connection) on a raw
+socket, reading the answer to its end. They run apart from this process: the
+benchmark's own interpreter (its GIL, its Django) never sits between a client
+and the server. The clients still share the machine's CPUs with the server,
+so they do as little as a request allows: their cost is paid by every row alike.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,9 +23,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client import send, unknown_key_request
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
-WORKERS, THREADS = 2, 8
+#: gunicorn's sync workers, and the client processes that load them (two each: while one client
+#: reads its answer and connects again, the other's request waits in the worker's backlog).
+WORKERS, CLIENTS = 2, 4
 
 #: The settings of the bench process and of the gunicorn it starts: the testproject's, serving bench/e2e.py.
 SETTINGS = "bench_settings"
@@ -36,8 +42,21 @@ ROOT_URLCONF = "e2e"
 CACHES["default"]["OPTIONS"] = {"SOCKET_CONNECT_TIMEOUT": 5, "SOCKET_TIMEOUT": 5}  # noqa: F405
 """
 
-#: Builds one request's bytes: the same each time, or a scanner's new key each time.
-Requests = Callable[[], bytes]
+
+@dataclass(frozen=True)
+class Requests:
+    """What a row sends: ``data`` on every request, or a new unknown key on ``unknown`` (a path) each time."""
+
+    data: bytes = b""
+    unknown: str | None = None
+
+    def build(self) -> bytes:
+        return self.data if self.unknown is None else unknown_key_request(self.unknown)()
+
+    def order(self, seconds: float) -> str:
+        """The JSON line that tells a bench/client.py process to send these for ``seconds``."""
+        what = {"request": self.data.decode("latin-1")} if self.unknown is None else {"unknown": self.unknown}
+        return json.dumps({"seconds": seconds, **what}) + "\n"
 
 
 def free_port() -> int:
@@ -54,17 +73,7 @@ def request(path: str, authorization: str | None = None) -> bytes:
 
 
 def same(data: bytes) -> Requests:
-    return lambda: data
-
-
-def send(port: int, data: bytes) -> int:
-    """The status of one request on a new connection, whose answer is read to its end."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(data)
-        chunks = [sock.recv(65536)]
-        while chunks[-1]:
-            chunks.append(sock.recv(65536))
-    return int(b"".join(chunks)[9:12])
+    return Requests(data)
 
 
 def write_settings(directory: str) -> list[str]:
@@ -108,33 +117,47 @@ def serving(directory: str) -> Iterator[int]:
 
 def warm(port: int, rows: dict[str, Requests], expected: dict[str, set[int]], count: int = 100) -> None:
     """Warm every worker on every row (caches, policies, connections), checking each answer."""
-    for name, build in rows.items():
+    for name, requests in rows.items():
         for _ in range(count):
-            status = send(port, build())
+            status = send(port, requests.build())
             if status not in expected[name]:
                 raise RuntimeError(f"{name}: {status}, expected {sorted(expected[name])}")
 
 
-def load(port: int, build: Requests, seconds: float, threads: int = THREADS) -> tuple[Counter[int], float]:
-    """The statuses of what ``threads`` clients got while they looped for ``seconds``, and the time taken."""
+@contextmanager
+def clients(port: int, count: int = CLIENTS) -> Iterator[list[subprocess.Popen[str]]]:
+    """``count`` bench/client.py processes for ``port``, started once and driven by :func:`load`."""
+    command = [sys.executable, str(BENCH / "client.py"), str(port)]
+    pool = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    try:
+        yield pool
+    finally:
+        for process in pool:
+            process.stdin.close()  # type: ignore[union-attr]
+        for process in pool:
+            process.wait(timeout=30)
+
+
+def load(pool: list[subprocess.Popen[str]], requests: Requests, seconds: float) -> tuple[Counter[int], float]:
+    """The statuses of what the client processes got while they looped for ``seconds``, and the time taken.
+
+    Every client gets its order before any answer is read, so they start
+    together; the time is the longest of their loops.
+    """
+    order = requests.order(seconds)
+    for process in pool:
+        process.stdin.write(order)  # type: ignore[union-attr]
+        process.stdin.flush()  # type: ignore[union-attr]
     statuses: Counter[int] = Counter()
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def client() -> None:
-        mine: Counter[int] = Counter()
-        while time.perf_counter() < deadline:
-            mine[send(port, build())] += 1
-        with lock:
-            statuses.update(mine)
-
-    start = time.perf_counter()
-    pool = [threading.Thread(target=client) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return statuses, time.perf_counter() - start
+    elapsed = 0.0
+    for process in pool:
+        answer = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        statuses.update({int(status): count for status, count in answer["statuses"].items()})
+        elapsed = max(elapsed, answer["seconds"])
+    return statuses, elapsed
 
 
 @dataclass
@@ -156,7 +179,11 @@ class Row:
 
 
 def alternate(
-    port: int, rows: dict[str, Requests], rounds: int, seconds: float, commands: Callable[[], Counter[str]]
+    pool: list[subprocess.Popen[str]],
+    rows: dict[str, Requests],
+    rounds: int,
+    seconds: float,
+    commands: Callable[[], Counter[str]],
 ) -> dict[str, Row]:
     """Load each row for ``seconds`` per round, rows taking turns in an order rotated every round.
 
@@ -170,7 +197,7 @@ def alternate(
         turn = number % len(names)
         for name in names[turn:] + names[:turn]:
             before = commands()
-            statuses, elapsed = load(port, rows[name], seconds)
+            statuses, elapsed = load(pool, rows[name], seconds)
             row = results[name]
             row.commands.update(commands() - before)
             row.statuses.update(statuses)

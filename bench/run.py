@@ -12,7 +12,6 @@ import argparse
 import logging
 import multiprocessing
 import os
-import secrets
 import shutil
 import socket
 import statistics
@@ -25,11 +24,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from load import (
+    CLIENTS,
     SETTINGS,
-    THREADS,
     WORKERS,
     Requests,
     alternate,
+    clients,
     free_port,
     per_response,
     request,
@@ -414,12 +414,12 @@ def e2e(directory: str, options: argparse.Namespace) -> None:
         "ours, authentication only (no throttle class)": same(request("/auth-only/", ours)),
         drf: same(request("/drf/", "User 1")),
     }
-    with serving(directory) as port:
+    with serving(directory) as port, clients(port) as pool:
         warm(port, rows, {name: {200} for name in rows})
-        results = alternate(port, rows, options.e2e_rounds, options.seconds, store_commands)
+        results = alternate(pool, rows, options.e2e_rounds, options.seconds, store_commands)
     print(
-        f"End to end: one body, GET on gunicorn ({WORKERS} sync workers), {THREADS} client threads in this "
-        f"process (a new connection per request); rate {LIMIT:,}/{WINDOW} s for both throttles; "
+        f"End to end: one body, GET on gunicorn ({WORKERS} sync workers), {CLIENTS} client processes "
+        f"(bench/client.py, a new connection per request); rate {LIMIT:,}/{WINDOW} s for both throttles; "
         f"{options.e2e_rounds} rounds of {options.seconds:g} s per row, rows alternating "
         "(x bare: median of each round's ratio, range in brackets):\n"
     )
@@ -453,18 +453,18 @@ def flood(directory: str, options: argparse.Namespace) -> None:
     rows = {
         admitted: same(request("/ours/", f"Api-Key {admitted_key}")),
         "429 flood: one exhausted key": same(request("/ours/", f"Api-Key {exhausted_key}")),
-        "invalid keys: a new unknown key per request": lambda: request("/ours/", f"Api-Key {unknown_key()}"),
+        "invalid keys: a new unknown key per request": Requests(unknown="/ours/"),
         "invalid keys: a known prefix, a wrong secret": same(request("/ours/", f"Api-Key {wrong_secret}")),
     }
     expected = dict(zip(rows, [{200}, {429}, {401, 429}, {401, 429}], strict=True))
-    with serving(directory) as port:
+    with serving(directory) as port, clients(port) as pool:
         assert send(port, request("/ours/", f"Api-Key {exhausted_key}")) == 200
         warm(port, rows, expected)
-        results = alternate(port, rows, options.e2e_rounds, options.seconds, store_commands)
+        results = alternate(pool, rows, options.e2e_rounds, options.seconds, store_commands)
     queries = [queries_per_response(build, 20 if options.quick else 200) for build in rows.values()]
     print(
-        f"Floods: GET /ours/ on gunicorn ({WORKERS} sync workers), {THREADS} client threads in this process "
-        f"(a new connection per request, all from 127.0.0.1); {options.e2e_rounds} rounds of "
+        f"Floods: GET /ours/ on gunicorn ({WORKERS} sync workers), {CLIENTS} client processes "
+        f"(bench/client.py, a new connection per request, all from 127.0.0.1); {options.e2e_rounds} rounds of "
         f"{options.seconds:g} s per row, rows alternating (x admitted: median of each round's ratio, range "
         "in brackets). Store commands: INFO commandstats over the loads, a script's own calls included. "
         "SQL: in this process, through Django's test client, after the loads:\n"
@@ -498,11 +498,6 @@ def flood(directory: str, options: argparse.Namespace) -> None:
     )
 
 
-def unknown_key() -> str:
-    """A well-formed key no one issued: a scanner's next try."""
-    return f"{secrets.token_hex(6)}.{secrets.token_urlsafe(32)}"
-
-
 def queries_per_response(build: Requests, count: int) -> float:
     """SQL queries per request of ``build``'s kind, in this process, after one untimed request."""
     from django.db import connection
@@ -510,7 +505,7 @@ def queries_per_response(build: Requests, count: int) -> float:
     from django.test.utils import CaptureQueriesContext
 
     def get(client: Client) -> None:
-        authorization = build().decode().split("Authorization: ")[1].split("\r\n")[0]
+        authorization = build.build().decode().split("Authorization: ")[1].split("\r\n")[0]
         client.get("/ours/", HTTP_AUTHORIZATION=authorization)
 
     client = Client()
