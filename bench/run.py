@@ -464,10 +464,10 @@ def flood(directory: str, options: argparse.Namespace) -> None:
     queries = [queries_per_response(build, 20 if options.quick else 200) for build in rows.values()]
     print(
         f"Floods: GET /ours/ on gunicorn ({WORKERS} sync workers), {CLIENTS} client processes "
-        f"(bench/client.py, a new connection per request, all from 127.0.0.1); {options.e2e_rounds} rounds of "
-        f"{options.seconds:g} s per row, rows alternating (x admitted: median of each round's ratio, range "
-        "in brackets). Store commands: INFO commandstats over the loads, a script's own calls included. "
-        "SQL: in this process, through Django's test client, after the loads:\n"
+        f"(bench/client.py, a new connection per request, all from 127.0.0.1); {options.e2e_rounds} "
+        f"rounds of {options.seconds:g} s per row, rows alternating (x admitted: median of each round's "
+        "ratio, range in brackets). Store commands: INFO commandstats over the loads, a script's own calls "
+        "included. SQL: in this process, through Django's test client, after the loads:\n"
     )
     reference = results[admitted]
     print(
