@@ -82,9 +82,44 @@ def write_settings(directory: str) -> list[str]:
     return [directory, str(BENCH), str(ROOT)]
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running gunicorn: its port, and its master's process id (its workers are the master's children)."""
+
+    port: int
+    pid: int
+
+    def workers(self) -> list[int]:
+        """The process ids of the master's children (Linux ``/proc``; none elsewhere)."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            fields = _stat_fields(stat)
+            if fields is not None and int(fields[1]) == self.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+
+def _stat_fields(stat: Path) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...), if readable."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """The CPU time (user and system) the processes used so far, in seconds (Linux ``/proc``)."""
+    ticks = 0
+    for pid in pids:
+        fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of the file.
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def serving(directory: str) -> Iterator[int]:
-    """The port of gunicorn (``WORKERS`` sync workers) serving bench/e2e.py with ``SETTINGS``.
+def serving(directory: str) -> Iterator[Server]:
+    """gunicorn (``WORKERS`` sync workers) serving bench/e2e.py with ``SETTINGS``.
 
     The environment (``REDIS_URL``, ``DJANGO_DB``) is this process's: the same Redis and database.
     """
@@ -109,7 +144,7 @@ def serving(directory: str) -> Iterator[int]:
                 time.sleep(0.1)
         else:
             raise RuntimeError("gunicorn did not answer")
-        yield port
+        yield Server(port, server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -162,9 +197,12 @@ def load(pool: list[subprocess.Popen[str]], requests: Requests, seconds: float) 
 
 @dataclass
 class Row:
-    """A row's rounds: the responses/s of each, and the statuses and store commands of them all."""
+    """A row's rounds: the responses/s and CPU µs per response of each; statuses and store commands of all."""
 
     rates: list[float] = field(default_factory=list)
+    #: Per round: the workers' and the store's CPU time per response, in µs.
+    worker_cpu: list[float] = field(default_factory=list)
+    store_cpu: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     commands: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
@@ -177,6 +215,14 @@ class Row:
         """This row's responses/s over the reference's, round by round."""
         return [mine / theirs for mine, theirs in zip(self.rates, reference.rates, strict=True)]
 
+    def cpu(self) -> list[float]:
+        """Per round: the CPU µs per response of the workers and the store together."""
+        return [mine + store for mine, store in zip(self.worker_cpu, self.store_cpu, strict=True)]
+
+    def cpu_ratios(self, reference: Row) -> list[float]:
+        """Responses per CPU second (workers and store) over the reference's, round by round."""
+        return [theirs / mine for mine, theirs in zip(self.cpu(), reference.cpu(), strict=True)]
+
 
 def alternate(
     pool: list[subprocess.Popen[str]],
@@ -184,24 +230,33 @@ def alternate(
     rounds: int,
     seconds: float,
     commands: Callable[[], Counter[str]],
+    cpu: Callable[[], tuple[float, float]],
 ) -> dict[str, Row]:
     """Load each row for ``seconds`` per round, rows taking turns in an order rotated every round.
 
     A round's rows run within seconds of each other, so the machine's drift
     cancels out of each round's ratios. ``commands`` counts the store's
-    commands so far (by name), read before and after each row's load.
+    commands so far (by name), ``cpu`` the CPU seconds the workers and the
+    store used so far, both read before and after each row's load. CPU time
+    per response is what a request costs the server, whatever else the
+    machine runs meanwhile (its cache effects aside); responses per second
+    also depend on how much of the CPUs the server got.
     """
     results = {name: Row() for name in rows}
     names = list(rows)
     for number in range(rounds):
         turn = number % len(names)
         for name in names[turn:] + names[:turn]:
-            before = commands()
+            before, (workers_before, store_before) = commands(), cpu()
             statuses, elapsed = load(pool, rows[name], seconds)
+            workers_after, store_after = cpu()
             row = results[name]
             row.commands.update(commands() - before)
             row.statuses.update(statuses)
-            row.rates.append(sum(statuses.values()) / elapsed)
+            responses = max(1, sum(statuses.values()))
+            row.rates.append(responses / elapsed)
+            row.worker_cpu.append((workers_after - workers_before) / responses * 1e6)
+            row.store_cpu.append((store_after - store_before) / responses * 1e6)
             row.seconds += elapsed
     return results
 
