@@ -12,7 +12,6 @@ import argparse
 import logging
 import multiprocessing
 import os
-import secrets
 import shutil
 import socket
 import statistics
@@ -25,11 +24,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from load import (
+    CLIENTS,
     SETTINGS,
-    THREADS,
     WORKERS,
     Requests,
+    Row,
+    Server,
     alternate,
+    clients,
+    cpu_seconds,
     free_port,
     per_response,
     request,
@@ -400,6 +403,27 @@ def store_commands() -> Counter[str]:
     )
 
 
+def cpu_meter(server: Server) -> Callable[[], tuple[float, float]]:
+    """CPU seconds used so far by the server's workers, and by Redis (``INFO cpu``, user and system)."""
+    from django_redis import get_redis_connection
+
+    workers, client = server.workers(), get_redis_connection("default")
+
+    def read() -> tuple[float, float]:
+        info = client.info("cpu")
+        return cpu_seconds(workers), float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    return read
+
+
+def cpu_cells(row: Row, reference: Row) -> list[str]:
+    """CPU µs per response of the workers and of Redis (medians), and responses per CPU s ÷ reference's."""
+    return [
+        f"{statistics.median(row.worker_cpu):,.0f} + {statistics.median(row.store_cpu):,.0f}",
+        spread(row.cpu_ratios(reference)),
+    ]
+
+
 def e2e(directory: str, options: argparse.Namespace) -> None:
     from e2e import LIMIT, WINDOW
 
@@ -414,24 +438,36 @@ def e2e(directory: str, options: argparse.Namespace) -> None:
         "ours, authentication only (no throttle class)": same(request("/auth-only/", ours)),
         drf: same(request("/drf/", "User 1")),
     }
-    with serving(directory) as port:
-        warm(port, rows, {name: {200} for name in rows})
-        results = alternate(port, rows, options.e2e_rounds, options.seconds, store_commands)
+    with serving(directory) as server, clients(server.port) as pool:
+        warm(server.port, rows, {name: {200} for name in rows})
+        meter = cpu_meter(server)
+        results = alternate(pool, rows, options.e2e_rounds, options.seconds, store_commands, meter)
     print(
-        f"End to end: one body, GET on gunicorn ({WORKERS} sync workers), {THREADS} client threads in this "
-        f"process (a new connection per request); rate {LIMIT:,}/{WINDOW} s for both throttles; "
+        f"End to end: one body, GET on gunicorn ({WORKERS} sync workers), {CLIENTS} client processes "
+        f"(bench/client.py, a new connection per request); rate {LIMIT:,}/{WINDOW} s for both throttles; "
         f"{options.e2e_rounds} rounds of {options.seconds:g} s per row, rows alternating "
-        "(x bare: median of each round's ratio, range in brackets):\n"
+        "(x bare: median of each round's ratio, range in brackets). CPU: the workers' (/proc) and Redis's "
+        "(INFO cpu) CPU time per response; x bare by CPU: responses per CPU second, workers and Redis "
+        "together, over the bare view's:\n"
     )
     reference = results[bare]
     print(
         table(
-            ["view", "requests/s", "x bare", "non-200", "store commands per request"],
+            [
+                "view",
+                "requests/s",
+                "x bare",
+                "CPU µs per request: workers + Redis",
+                "x bare by CPU",
+                "non-200",
+                "store commands per request",
+            ],
             [
                 [
                     name,
                     f"{statistics.median(row.rates):,.0f}",
                     spread(row.ratios(reference)),
+                    *cpu_cells(row, reference),
                     str(row.responses - row.statuses[200]),
                     per_response(row),
                 ]
@@ -440,7 +476,11 @@ def e2e(directory: str, options: argparse.Namespace) -> None:
         )
         + "\n"
     )
-    print(f"ours / DRF UserRateThrottle, per round: {spread(results[throttled].ratios(results[drf]))}\n")
+    ours, theirs = results[throttled], results[drf]
+    print(
+        f"ours / DRF UserRateThrottle, per round: {spread(ours.ratios(theirs))}; "
+        f"by CPU (responses per CPU second): {spread(ours.cpu_ratios(theirs))}\n"
+    )
 
 
 def flood(directory: str, options: argparse.Namespace) -> None:
@@ -453,21 +493,24 @@ def flood(directory: str, options: argparse.Namespace) -> None:
     rows = {
         admitted: same(request("/ours/", f"Api-Key {admitted_key}")),
         "429 flood: one exhausted key": same(request("/ours/", f"Api-Key {exhausted_key}")),
-        "invalid keys: a new unknown key per request": lambda: request("/ours/", f"Api-Key {unknown_key()}"),
+        "invalid keys: a new unknown key per request": Requests(unknown="/ours/"),
         "invalid keys: a known prefix, a wrong secret": same(request("/ours/", f"Api-Key {wrong_secret}")),
     }
     expected = dict(zip(rows, [{200}, {429}, {401, 429}, {401, 429}], strict=True))
-    with serving(directory) as port:
-        assert send(port, request("/ours/", f"Api-Key {exhausted_key}")) == 200
-        warm(port, rows, expected)
-        results = alternate(port, rows, options.e2e_rounds, options.seconds, store_commands)
+    with serving(directory) as server, clients(server.port) as pool:
+        assert send(server.port, request("/ours/", f"Api-Key {exhausted_key}")) == 200
+        warm(server.port, rows, expected)
+        meter = cpu_meter(server)
+        results = alternate(pool, rows, options.e2e_rounds, options.seconds, store_commands, meter)
     queries = [queries_per_response(build, 20 if options.quick else 200) for build in rows.values()]
     print(
-        f"Floods: GET /ours/ on gunicorn ({WORKERS} sync workers), {THREADS} client threads in this process "
-        f"(a new connection per request, all from 127.0.0.1); {options.e2e_rounds} rounds of "
-        f"{options.seconds:g} s per row, rows alternating (x admitted: median of each round's ratio, range "
-        "in brackets). Store commands: INFO commandstats over the loads, a script's own calls included. "
-        "SQL: in this process, through Django's test client, after the loads:\n"
+        f"Floods: GET /ours/ on gunicorn ({WORKERS} sync workers), {CLIENTS} client processes "
+        f"(bench/client.py, a new connection per request, all from 127.0.0.1); {options.e2e_rounds} "
+        f"rounds of {options.seconds:g} s per row, rows alternating (x admitted: median of each round's "
+        "ratio, range in brackets). Store commands: INFO commandstats over the loads, a script's own calls "
+        "included. CPU: the workers' and Redis's CPU time per response; x admitted by CPU: responses per "
+        "CPU second, workers and Redis together. SQL: in this process, through Django's test client, "
+        "after the loads:\n"
     )
     reference = results[admitted]
     print(
@@ -476,6 +519,8 @@ def flood(directory: str, options: argparse.Namespace) -> None:
                 "requests",
                 "responses/s",
                 "x admitted",
+                "CPU µs per response: workers + Redis",
+                "x admitted by CPU",
                 "statuses",
                 "store commands per response",
                 "store commands per process per s",
@@ -486,6 +531,7 @@ def flood(directory: str, options: argparse.Namespace) -> None:
                     name,
                     f"{statistics.median(row.rates):,.0f}",
                     spread(row.ratios(reference)),
+                    *cpu_cells(row, reference),
                     status_mix(row),
                     per_response(row),
                     f"{sum(row.commands.values()) / row.seconds / WORKERS:,.0f}",
@@ -498,11 +544,6 @@ def flood(directory: str, options: argparse.Namespace) -> None:
     )
 
 
-def unknown_key() -> str:
-    """A well-formed key no one issued: a scanner's next try."""
-    return f"{secrets.token_hex(6)}.{secrets.token_urlsafe(32)}"
-
-
 def queries_per_response(build: Requests, count: int) -> float:
     """SQL queries per request of ``build``'s kind, in this process, after one untimed request."""
     from django.db import connection
@@ -510,7 +551,7 @@ def queries_per_response(build: Requests, count: int) -> float:
     from django.test.utils import CaptureQueriesContext
 
     def get(client: Client) -> None:
-        authorization = build().decode().split("Authorization: ")[1].split("\r\n")[0]
+        authorization = build.build().decode().split("Authorization: ")[1].split("\r\n")[0]
         client.get("/ours/", HTTP_AUTHORIZATION=authorization)
 
     client = Client()

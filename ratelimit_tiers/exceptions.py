@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from rest_framework import status
 from rest_framework.exceptions import APIException, Throttled
@@ -36,19 +37,20 @@ class RateLimited(Throttled):
     default_code = "rate_limited"
 
     def __init__(self, decision: Decision, wait: float | None = None) -> None:
+        # Not Throttled.__init__: it would translate DRF's own detail and wrap it in an ErrorDetail,
+        # only for this body to replace it, on every 429, also those served from local_refusals
+        # (issue 15: 26-39 us a refusal, now 14). It sets nothing else but ``wait``, set below.
         seconds = decision.retry_after if wait is None else max(decision.retry_after, math.ceil(wait))
-        # wait=None: DRF would append its own sentence to the detail.
-        super().__init__(wait=None)
-        # Set after __init__, which would turn the numbers into strings.
         numbers = {"limit": decision.limit, "window": decision.window}
+        # Translated now, in the request's language, as the lazy string's % did, without its proxy.
+        message = (
+            gettext("Quota exceeded: %(limit)d requests per period of %(window)d seconds.")
+            if decision.quota
+            else gettext("Rate limit exceeded: %(limit)d requests per %(window)d seconds.")
+        )
         body: dict[str, Any] = {
             "code": "quota_exceeded" if decision.quota else self.default_code,
-            "detail": (
-                _("Quota exceeded: %(limit)d requests per period of %(window)d seconds.")
-                if decision.quota
-                else _("Rate limit exceeded: %(limit)d requests per %(window)d seconds.")
-            )
-            % numbers,
+            "detail": message % numbers,
             **numbers,
             "retry_after": seconds,
             "reset": decision.reset_at,
