@@ -93,7 +93,14 @@ def test_only_the_given_accounts(backend, key, account, free_tier):
     hits(key, 1)
     hits(other_key, 2)
     today = datetime.now(timezone.utc).date()
+    DailyUsage.objects.create(
+        day=today, account=account, account_name="acme", key_prefix=key.prefix, category="write", admitted=4
+    )
     assert totals(usage.daily(today, today, [other.pk])) == {(today, other_key.prefix, "read"): (2, 0)}
+    assert totals(usage.daily(today, today, [account.pk])) == {
+        (today, key.prefix, "read"): (1, 0),
+        (today, key.prefix, "write"): (4, 0),
+    }
     since, until = usage.hour_start(this_hour() - 1), usage.hour_start(this_hour() + 2)
     assert [(row.account_name, row.admitted) for row in usage.hourly(since, until, [account.pk])] == [
         ("acme", 1)
