@@ -13,11 +13,10 @@ from html import escape
 #: Drawing area and margins, in SVG user units (the chart scales to its container's width).
 PLOT_HEIGHT = 160
 LEFT = 56
-RIGHT = 12
+RIGHT = 24
 TOP = 30
 BOTTOM = 34
 BAR_STEP = 12
-BAR_GAP = 2
 TICKS = 4
 
 
@@ -47,6 +46,7 @@ class Chart:
     description: str
     series: tuple[Series, ...]
     bars: tuple[Bar, ...]
+    bar_step: int = BAR_STEP  # a bar's width with the gap to the next
 
 
 def nice_ceiling(value: int) -> int:
@@ -80,14 +80,16 @@ def render(chart: Chart) -> str:
         if len(bar.values) != len(chart.series) or min(bar.values, default=0) < 0:
             raise ValueError(f"bar {bar.name!r}: one value >= 0 per series")
     top = nice_ceiling(max((sum(bar.values) for bar in chart.bars), default=0))
-    width = LEFT + BAR_STEP * len(chart.bars) + RIGHT
+    step, gap = chart.bar_step, max(1, chart.bar_step // 6)
+    width = LEFT + step * len(chart.bars) + RIGHT
     height = TOP + PLOT_HEIGHT + BOTTOM
     base = TOP + PLOT_HEIGHT
     ident = escape(chart.ident)
     summary = ", ".join(f"{s.label} {n:,}" for s, n in zip(chart.series, totals(chart), strict=True))
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="rlt-chart" id="{ident}" role="img" '
-        f'viewBox="0 0 {width} {height}" width="100%" style="max-width: {width * 2}px" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'style="max-width: 100%; height: auto" '
         f'aria-labelledby="{ident}-title {ident}-desc">',
         f'<title id="{ident}-title">{escape(chart.title)}</title>',
         f'<desc id="{ident}-desc">{escape(chart.description)} Totals: {escape(summary)}.</desc>',
@@ -100,7 +102,7 @@ def render(chart: Chart) -> str:
         )
         parts.append(_text(LEFT - 4, y + 3, f"{top * i // TICKS:,}", "end", "rlt-y-tick"))
     for index, bar in enumerate(chart.bars):
-        x = LEFT + BAR_STEP * index
+        x = LEFT + step * index
         y = float(base)
         for series, value in zip(chart.series, bar.values, strict=True):
             if not value:
@@ -109,12 +111,12 @@ def render(chart: Chart) -> str:
             y -= size
             parts.append(
                 f'<rect class="rlt-bar" data-series="{escape(series.label)}" data-value="{value}" '
-                f'x="{x + BAR_GAP / 2:g}" y="{y:g}" width="{BAR_STEP - BAR_GAP}" height="{size:g}" '
+                f'x="{x + gap / 2:g}" y="{y:g}" width="{step - gap}" height="{size:g}" '
                 f'fill="{escape(series.color)}"><title>{escape(bar.name)}: {escape(series.label)} '
                 f"{value:,}</title></rect>"
             )
         if bar.tick:
-            middle = x + BAR_STEP / 2
+            middle = x + step / 2
             parts.append(
                 f'<line x1="{middle:g}" x2="{middle:g}" y1="{base}" y2="{base + 4}" stroke="currentColor"/>'
             )
