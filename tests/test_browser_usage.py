@@ -1,4 +1,5 @@
-"""Usage in the admin, in a real headless Chromium against a live server on a real Redis.
+"""Usage in the admin, in a real headless Chromium against a live server on a real Redis, and against
+gunicorn after issue 14's load (8 client processes, 2,000 requests).
 
 Keys are sent over their limit through the server; the account's page then
 charts what the clients saw (2xx admitted, 429 refused), the "Throttled most"
@@ -8,6 +9,9 @@ anything (the admin works offline). Screenshots land in ``artifacts/screenshots/
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -16,7 +20,9 @@ import pytest
 
 from ratelimit_tiers import tally_flush
 from ratelimit_tiers.models import Account, APIKey, DailyUsage, Tier
-from tests.conftest import set_rule
+from tests import test_ledger_processes as ledger_load
+from tests.conftest import RedisServer, set_rule
+from tests.processes import ProjectServer
 from tests.test_browser import SCREENSHOTS, api_get, log_in, page  # noqa: F401  (page: the Chromium fixture)
 
 pytestmark = pytest.mark.redis
@@ -140,3 +146,70 @@ def test_charts_and_throttled_most_after_load_with_no_request_but_to_the_server(
 
     hosts = {urlsplit(address).netloc for address in requested}
     assert requested and hosts == {urlsplit(url).netloc}, requested
+
+
+SUPERUSER = """
+from django.contrib.auth import get_user_model
+get_user_model().objects.create_superuser("ops", "ops@example.com", "correct horse battery")
+"""
+
+
+def statuses_of(seen, raw_keys):
+    """The clients' responses to ``raw_keys`` by status, from ``seen`` (``"<prefix> <status>"``)."""
+    prefixes = {key.split(".")[0] for key in raw_keys}
+    found = Counter()
+    for prefix_status, n in seen.items():
+        prefix, status = prefix_status.split()
+        if prefix in prefixes:
+            found[int(status)] += n
+    return found
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    """The testproject under gunicorn (3 workers) on its own Redis and database, as issue 14's load test."""
+    store = RedisServer(tmp_path)
+    project = ProjectServer(tmp_path, ledger_load.SETTINGS % store.url, workers=3)
+    yield project
+    project.stop()
+    store.kill()
+
+
+def test_after_the_issues_load_through_gunicorn_the_admin_shows_it(page, gunicorn):  # noqa: F811
+    """Issue 14's acceptance: 8 client processes send 2,000 requests at keys of two accounts through
+    gunicorn, many over the limit; Chromium, against the same server, sees them charted and listed."""
+    accounts = ledger_load.create(gunicorn, ["alpha", 150, 2], ["beta", 100, 2])
+    gunicorn.manage("shell", "-c", SUPERUSER)
+    keys = [key for _pk, raw in accounts.values() for key in raw]
+    gunicorn.start()
+    per_client = str(ledger_load.REQUESTS // ledger_load.CLIENTS)
+    clients = [
+        subprocess.Popen(
+            [sys.executable, "-c", ledger_load.CLIENT, str(gunicorn.port), json.dumps(keys), per_client],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(ledger_load.CLIENTS)
+    ]
+    seen: Counter[str] = Counter()
+    for client in clients:
+        seen.update(json.loads(client.communicate(timeout=600)[0]))
+    assert sum(seen.values()) == ledger_load.REQUESTS
+    assert {status.split()[1] for status in seen} == {"200", "429"}, seen
+    # Each worker adds the refusals it served from memory as it exits: restart, and the ledger has them all.
+    gunicorn.stop()
+    gunicorn.start()
+
+    url = f"http://127.0.0.1:{gunicorn.port}"
+    requested = []
+    page.context.on("request", lambda request: requested.append(request.url))
+    log_in(page, url, "ops", "correct horse battery")
+    expected = {name: statuses_of(seen, raw) for name, (_pk, raw) in accounts.items()}
+    for name, (pk, _raw) in accounts.items():
+        page.goto(f"{url}/admin/ratelimit_tiers/account/{pk}/change/")
+        charted = {"admitted": expected[name][200], "refused (429)": expected[name][429]}
+        assert chart_totals(page, f"rlt-hourly-{pk}") == charted, name
+        assert chart_totals(page, f"rlt-daily-{pk}") == charted, name
+    page.goto(f"{url}/admin/ratelimit_tiers/account/throttled/")
+    assert {row[0]: int(row[2]) for row in table(page, 1)} == {name: n[429] for name, n in expected.items()}
+    assert {urlsplit(address).netloc for address in requested} == {urlsplit(url).netloc}, requested
