@@ -18,7 +18,7 @@ class DailyUsageAdmin(admin.ModelAdmin):
     """Rows are written by ``ratelimit_tiers_rollup`` only: nobody adds, changes or deletes one here."""
 
     list_display = ["day", "account_name", "key_prefix", "category", "admitted", "refused", "last_refused"]
-    list_filter = ["day", "category"]
+    list_filter = ["category"]
     search_fields = ["account_name", "key_prefix"]
     date_hierarchy = "day"
     change_list_template = "admin/ratelimit_tiers/dailyusage/change_list.html"
