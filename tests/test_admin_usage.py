@@ -14,7 +14,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from ratelimit_tiers import tally_flush
+from ratelimit_tiers.admin.account_charts import this_hour
+from ratelimit_tiers.admin.throttled import periods
 from ratelimit_tiers.models import Account, APIKey, DailyUsage, Tier
+from ratelimit_tiers.storage.cache import CacheStorage
 from tests.conftest import URL, key_client, only_rule
 from tests.test_admin import staff
 
@@ -303,3 +306,24 @@ def test_hourly_chart_and_the_last_24_hours_count_what_clients_saw(admin_client,
     listing = admin_client.get(ACCOUNTS).context["cl"].result_list
     assert (listing[0]._rlt_today.requests, listing[0]._rlt_today.refused) == (9, 4)
     assert listing[0]._rlt_today.last_throttled > yesterday + timedelta(hours=12)  # Today's, from the store.
+
+
+def test_the_last_24_hours_reach_back_into_yesterday(key, raw_key, monkeypatch):
+    """A refusal 23 hours ago, on the previous UTC day, is in the last 24 hours."""
+    only_rule(key.account.tier, "5/min")
+    now = datetime.now(timezone.utc)
+    if now.hour == 23:  # The period's first hour would be today's: look from an hour earlier.
+        now -= timedelta(hours=1)
+    then = this_hour(now) - timedelta(hours=23, minutes=-30)
+    assert then.date() < now.date()
+    monkeypatch.setattr(CacheStorage, "timer", staticmethod(then.timestamp))  # The store's clock.
+    api = key_client(raw_key)
+    assert Counter(api.get(URL).status_code for _ in range(7)) == {200: 5, 429: 2}
+    tally_flush.flush()
+    [day, week] = periods(now)
+    assert [(t.account, t.refused, t.admitted, t.peak_percent) for t in day.rows] == [
+        (key.account, 2, 5, "2%")
+    ]
+    assert [(t.account, t.refused) for t in week.rows] == [(key.account, 2)]
+    later = periods(now + timedelta(hours=1))  # An hour on, that hour is out of the last 24.
+    assert (later[0].rows, [t.refused for t in later[1].rows]) == ([], [2])

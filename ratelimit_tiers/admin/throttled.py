@@ -86,11 +86,13 @@ def rank(counted: Iterable[usage.Usage], hours: Iterable[usage.Usage]) -> list[T
 def periods(now: datetime) -> list[Period]:
     """The two tables. Raises ``StorageUnavailable``.
 
-    The store's hours are read for every account over the last 24 hours, but over 7 days only
-    for the accounts listed (their peak shares)."""
+    The store's hours are read only for the accounts that may be listed: over 24 hours for those
+    with a refusal since yesterday (UTC), over 7 days for those listed (their peak shares)."""
     hour = this_hour(now)
-    day_hours = usage.hourly(hour - timedelta(hours=23), hour + timedelta(hours=1))
+    first_hour = hour - timedelta(hours=23)
     week_days = usage.daily(hour.date() - timedelta(days=6), hour.date())
+    recent = {row.account_id for row in week_days if row.refused and row.start.date() >= first_hour.date()}
+    day_hours = usage.hourly(first_hour, hour + timedelta(hours=1), sorted(pk for pk in recent if pk))
     listed = {pk for pk, _, _ in most_refused(week_days)}
     week_hours = usage.hourly(hour - timedelta(hours=7 * 24 - 1), hour + timedelta(hours=1), sorted(listed))
     return [
