@@ -22,7 +22,7 @@ def test_a_batch_adds_up_each_rule_and_hour_and_keeps_the_last_refusal(settings)
     clock = [0.0]
     counted = RefusalTally(lambda: clock[0])
     hour = 490_000 * HOUR
-    for at, rule in [(hour + 10, "a"), (hour + 20, "a"), (hour + 15, "b"), (hour + HOUR + 1, "a")]:
+    for at, rule in [(hour + 20, "a"), (hour + 10, "a"), (hour + 15, "b"), (hour + HOUR + 1, "a")]:
         counted.add("p", 1, "read", refusal(at, rule))
     counted.add("q", 1, "read", refusal(hour + 5))
     assert sorted(counted.take("p", 1, "read")) == [
