@@ -14,6 +14,7 @@ import os
 import threading
 import time
 
+from ratelimit_tiers.conf import conf
 from ratelimit_tiers.errors import StorageUnavailable
 from ratelimit_tiers.refusal_tally import STALE_SECONDS, tally
 from ratelimit_tiers.storage import get_storage
@@ -22,6 +23,8 @@ logger = logging.getLogger("ratelimit_tiers")
 
 #: Seconds between two looks at the tally.
 INTERVAL = 1.0
+#: Seconds a batch waits at most (``rollup.GRACE_SECONDS`` is far longer).
+MAX_WAIT = 30.0
 
 _pid = 0
 _lock = threading.Lock()
@@ -55,10 +58,18 @@ def flush(age: float = 0) -> int:
     return sent
 
 
+def stale_after() -> float:
+    """Seconds a batch waits for a check to carry it: past a local refusal's life and its renewal.
+
+    At most :data:`MAX_WAIT`, well inside the rollup's grace after an hour ends.
+    """
+    return min(max(STALE_SECONDS, conf.LOCAL_REFUSAL_SECONDS + 1), MAX_WAIT)
+
+
 def _run() -> None:
     while True:
         time.sleep(INTERVAL)
-        flush(STALE_SECONDS)
+        flush(stale_after())
 
 
 atexit.register(flush)

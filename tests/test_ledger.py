@@ -13,12 +13,12 @@ from rest_framework.views import APIView
 
 from ratelimit_tiers import tally_flush, usage
 from ratelimit_tiers.authentication import APIKeyAuthentication
-from ratelimit_tiers.ledger import HOUR
+from ratelimit_tiers.ledger import HOUR, Refusals
 from ratelimit_tiers.local_refusals import notes
 from ratelimit_tiers.middleware import RateLimitHeadersMiddleware
 from ratelimit_tiers.models import APIKey
 from ratelimit_tiers.names import OTHER_THROTTLE, account_tag, ledger_key
-from ratelimit_tiers.refusal_tally import tally
+from ratelimit_tiers.refusal_tally import TallyKey, tally
 from ratelimit_tiers.storage import get_storage
 from ratelimit_tiers.throttling import TierRateThrottle
 from tests.conftest import URL, key_client, only_rule
@@ -140,3 +140,17 @@ def test_the_ledger_hash_expires_its_retention_after_its_hour(redis_cache, accou
     (key,) = client.keys(f"*{ledger_key(account_tag(account.pk))}:*")
     hour = int(key.decode().rsplit(":", 1)[1])
     assert client.ttl(key) == pytest.approx((hour + 1) * HOUR + 2 * 86400 - client.time()[0], abs=2)
+
+
+def test_a_late_batch_adds_its_refusals_but_keeps_the_last_refusal(backend, account, free_tier):
+    only_rule(free_tier, 1)
+    key = APIKey.objects.create_key(account=account, name="k")[0]
+    storage = get_storage()
+    storage.hit(key.prefix, account.pk, "read")
+    refused = storage.hit(key.prefix, account.pk, "read").decision
+    at = round(refused.now * 1000)
+    earlier = Refusals("all-60s", 3, at - 1)
+    storage.add_refusals(TallyKey(key.prefix, account.pk, "read"), [earlier, earlier._replace(n=1)])
+    (row,) = usage.hourly(*around_now(), [account.pk])
+    assert (row.admitted, row.refused, row.refused_by) == (1, 5, {"all-60s": 5})
+    assert row.last_refused == datetime.fromtimestamp(at / 1000, tz=timezone.utc)

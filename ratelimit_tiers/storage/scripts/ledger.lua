@@ -40,36 +40,57 @@ local function ledger_words(spec)
   return words, tonumber(words[1]), words[3] .. ":"
 end
 
--- Add the refusals carried in `spec`.
-local function ledger_carried(stem, spec)
-  local words, retention, field = ledger_words(spec)
+-- Add the refusals in words[4..], "<rule> <count> <last ms>" each, those of
+-- one rule and hour together: one write of each field.
+local function ledger_refusals(stem, words, retention, field)
+  local sums, order = {}, {}
   for i = 4, #words, 3 do
-    ledger_refuse(stem, field, words[i], tonumber(words[i + 1]), tonumber(words[i + 2]), retention)
+    local rule, n, at = words[i], tonumber(words[i + 1]), tonumber(words[i + 2])
+    local slot = rule .. " " .. math.floor(at / 3600000)
+    local sum = sums[slot]
+    if sum then
+      sum[2], sum[3] = sum[2] + n, math.max(sum[3], at)
+    else
+      sums[slot] = {rule, n, at}
+      order[#order + 1] = slot
+    end
   end
-  return words, retention, field
+  for _, slot in ipairs(order) do
+    local sum = sums[slot]
+    ledger_refuse(stem, field, sum[1], sum[2], sum[3], retention)
+  end
 end
 
--- Count a check at `now` (ms): admitted if `admitted` is 1 or in shadow mode
--- (the tier's flag `shadow`, or the setting's in `spec`: the client got
--- through), else refused by the refusing rule with the longest wait, the one
--- the 429 names (algorithms.headline). `rules` and `results` are hit.lua's.
+-- Add the refusals carried in `spec` (tally.lua).
+local function ledger_carried(stem, spec)
+  local words, retention, field = ledger_words(spec)
+  ledger_refusals(stem, words, retention, field)
+end
+
+-- Count a check at `now` (ms), and the refusals `spec` carries: admitted if
+-- `admitted` is 1 or in shadow mode (the tier's flag `shadow`, or the
+-- setting's in `spec`: the client got through), else refused by the refusing
+-- rule with the longest wait, the one the 429 names (algorithms.headline).
+-- `rules` and `results` are hit.lua's.
 local function ledger_count(stem, spec, now, admitted, shadow, rules, results)
   if spec == "" then
     return
   end
-  local words, retention, field = ledger_carried(stem, spec)
+  local words, retention, field = ledger_words(spec)
   if admitted == 1 or shadow == "1" or words[2] == "1" then
     local hour = math.floor(now / 3600000)
     ledger_add(stem .. ":" .. hour, field .. "a", 1, hour, retention)
-    return
-  end
-  local rule, wait = nil, -1
-  for i, result in ipairs(results) do
-    if result[1] == 0 and result[3] > wait then
-      rule, wait = rules[i][5], result[3]
+  else
+    local rule, wait = nil, -1
+    for i, result in ipairs(results) do
+      if result[1] == 0 and result[3] > wait then
+        rule, wait = rules[i][5], result[3]
+      end
     end
+    local n = #words
+    words[n + 1], words[n + 2], words[n + 3] = rule, 1, now
   end
-  ledger_refuse(stem, field, rule, 1, now, retention)
+  ledger_refusals(stem, words, retention, field)
 end
 
 -- Move the admission counted at `now` (ms) to the refusals: another throttle
