@@ -327,3 +327,10 @@ def test_the_last_24_hours_reach_back_into_yesterday(key, raw_key, monkeypatch):
     assert [(t.account, t.refused) for t in week.rows] == [(key.account, 2)]
     later = periods(now + timedelta(hours=1))  # An hour on, that hour is out of the last 24.
     assert (later[0].rows, [t.refused for t in later[1].rows]) == ([], [2])
+
+
+@pytest.mark.parametrize("permission", ["view_dailyusage", "change_dailyusage"])
+def test_who_may_export_is_offered_the_export(client, django_user_model, db, permission):
+    client.force_login(staff(django_user_model, "billing", "view_account", permission))
+    assert "rlt-export-link" in client.get(THROTTLED).content.decode()
+    assert client.get(EXPORT, {"start": today(), "end": today()}).status_code == 200

@@ -30,7 +30,8 @@ from ratelimit_tiers.models import Account
 
 #: Accounts listed per period.
 LIMIT = 50
-EXPORT_PERMISSION = "ratelimit_tiers.view_dailyusage"
+#: Those that let a user export (the daily usage admin's view permission: view, or change as in Django).
+EXPORT_PERMISSIONS = ("ratelimit_tiers.view_dailyusage", "ratelimit_tiers.change_dailyusage")
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,6 @@ def throttled_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> Templ
         "opts": model_admin.opts,
         "title": gettext("Throttled most"),
         "periods": tables,
-        "can_export": request.user.has_perm(EXPORT_PERMISSION),
+        "can_export": any(request.user.has_perm(permission) for permission in EXPORT_PERMISSIONS),
     }
     return TemplateResponse(request, "admin/ratelimit_tiers/account/throttled.html", context)

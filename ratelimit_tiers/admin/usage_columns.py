@@ -1,6 +1,6 @@
 """Usage columns in the account and key lists (requests and 429s today, last throttled) and a
-"throttled" filter. A page's rows are looked up together: one ``usage.daily`` call and one SQL query
-per page, never one per row. Days are UTC days."""
+"throttled" filter. A page's rows are looked up together, once: one ``usage.daily`` call and one
+aggregate query for the last refusals, whatever the number of rows. Days are UTC days."""
 
 from __future__ import annotations
 
