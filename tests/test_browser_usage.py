@@ -114,6 +114,7 @@ def test_charts_and_throttled_most_after_load_with_no_request_but_to_the_server(
     assert daily["refused (429)"] == statuses[429] + sum(row.refused for row in history)
     page.locator(".rlt-charts").scroll_into_view_if_needed()
     page.locator(".field-usage_charts").screenshot(path=str(SCREENSHOTS / "admin-usage-charts.png"))
+    page.screenshot(path=str(SCREENSHOTS / "admin-account-with-usage.png"), full_page=True)
 
     # The account list: today's requests and 429s, and the filter.
     page.goto(f"{url}/admin/ratelimit_tiers/account/?throttled=today")
