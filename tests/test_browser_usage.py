@@ -23,6 +23,7 @@ from ratelimit_tiers.models import Account, APIKey, DailyUsage, Tier
 from tests import test_ledger_processes as ledger_load
 from tests.conftest import RedisServer, set_rule
 from tests.processes import ProjectServer
+from tests.test_admin_usage import clear_of_hour_edge
 from tests.test_browser import SCREENSHOTS, api_get, log_in, page  # noqa: F401  (page: the Chromium fixture)
 
 pytestmark = pytest.mark.redis
@@ -89,6 +90,7 @@ def test_charts_and_throttled_most_after_load_with_no_request_but_to_the_server(
     rolled_day(small_key, days_ago=4, admitted=400, refused=30)
 
     # Load through the server: Globex's and Umbrella's keys go over their limits, Initech stays under.
+    clear_of_hour_edge()
     statuses = Counter(api_get(live_server, raw).status_code for _, raw in keys for _ in range(SENT))
     assert statuses == {200: 10, 429: 2 * SENT - 10}
     assert Counter(api_get(live_server, small_raw).status_code for _ in range(8)) == {200: 3, 429: 5}
