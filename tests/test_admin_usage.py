@@ -175,6 +175,22 @@ def test_the_lists_link_to_throttled_most(admin_client, db):
     assert 'href="/admin/ratelimit_tiers/dailyusage/"' in admin_client.get("/admin/").content.decode()
 
 
+@pytest.mark.parametrize(
+    ("codenames", "links"),
+    [
+        (["view_account"], ["rlt-throttled-link"]),
+        (["view_dailyusage"], ["rlt-export-link"]),
+        (["view_account", "change_dailyusage"], ["rlt-throttled-link", "rlt-export-link"]),
+        (["view_apikey"], []),
+    ],
+)
+def test_the_app_index_links_to_the_usage_pages_each_may_see(client, django_user_model, db, codenames, links):
+    client.force_login(staff(django_user_model, "someone", *codenames))
+    page = client.get("/admin/ratelimit_tiers/").content.decode()
+    assert [link for link in ("rlt-throttled-link", "rlt-export-link") if link in page] == links
+    assert ("rlt-usage-pages" in page) == bool(links)
+
+
 def test_export_streams_the_csv_of_a_date_range(admin_client, key):
     rolled(key, 1, 40, 10)
     rolled(key, 1, 5, category="write")
