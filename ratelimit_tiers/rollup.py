@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from ratelimit_tiers.conf import conf
-from ratelimit_tiers.ledger import HOUR, Counts, first_kept
+from ratelimit_tiers.ledger import HOUR, Counts, Slot, first_kept
 from ratelimit_tiers.models import APIKey, DailyUsage, RolledHour
 from ratelimit_tiers.usage import Accounts, accounts_of, from_ms, hour_start, read
 
@@ -98,13 +98,19 @@ def roll_hour(hour: int, accounts: Accounts) -> bool:
         with transaction.atomic():
             RolledHour.objects.create(hour=hour_start(hour))
             # In one order in every run: two runs of the same day's hours wait, never deadlock.
-            for (slot, name), counts in sorted(found.items(), key=lambda item: item[0][0][2:]):
+            for (slot, name), counts in sorted(found.items(), key=_row_order):
                 _add(day, slot.account, name, keys.get(slot.prefix), slot.prefix, slot.category, counts)
     except IntegrityError:
         if RolledHour.objects.filter(hour=hour_start(hour)).exists():
             return False  # Another run rolled it up: its transaction has the counts.
         raise
     return True
+
+
+def _row_order(item: tuple[tuple[Slot, str], Counts]) -> tuple[str, str]:
+    """A :class:`DailyUsage` row's place in the order every run locks rows in: (prefix, category)."""
+    slot = item[0][0]
+    return slot.prefix, slot.category
 
 
 def _add(

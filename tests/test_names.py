@@ -108,6 +108,8 @@ def test_store_key_names():
     assert names.counter_key(base, "all-day", names.QUOTA_KIND, 1000) == "rlt:{a7}:abc:read:all-day:q:1000"
     assert names.used_key("abc") == "rlt:{abc}:used"
     assert names.client_bucket("10.0.0.1") == "ip:10.0.0.1"
+    assert names.ledger_key(tag) == "rlt:{a7}:u"  # ":<hour>" follows: the account's slot, no key's prefix.
+    assert names.ledger_field("abc", "read") == "abc:read:"
 
 
 def test_the_calendars_are_the_scripts_quota_kinds():

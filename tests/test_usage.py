@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 from django.core.cache import caches
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import DatabaseError
 from django_redis import get_redis_connection
 
@@ -85,6 +85,10 @@ def test_the_csv_has_a_row_per_key_category_and_day(backend, key, account):
     out = io.StringIO()
     call_command("ratelimit_tiers_usage", "--csv", "--days", "2", stdout=out)
     assert out.getvalue().splitlines() == [",".join(row) for row in usage.csv_rows(today, today)]
+    with pytest.raises(CommandError, match="--days goes with --csv"):
+        call_command("ratelimit_tiers_usage", "--days", "2")
+    with pytest.raises(CommandError, match="at least 1"):
+        call_command("ratelimit_tiers_usage", "--csv", "--days", "0")
 
 
 def test_only_the_given_accounts(backend, key, account, free_tier):

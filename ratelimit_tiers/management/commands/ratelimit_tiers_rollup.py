@@ -25,7 +25,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--now",
             metavar="ISO8601",
-            help="Roll up as if it were this time (UTC unless it says otherwise): for tests and drills.",
+            help="Roll up as if it were this time (UTC unless it says otherwise): for tests and drills. "
+            "A time ahead of the clock rolls up hours whose later requests would then never be added.",
         )
 
     def handle(self, *args: Any, now: str | None, **options: Any) -> None:

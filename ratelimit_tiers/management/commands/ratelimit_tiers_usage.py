@@ -46,6 +46,8 @@ class Command(BaseCommand):
         if options["csv"]:
             self.write_csv(account, options["days"])
             return
+        if options["days"] != 1:
+            raise CommandError("--days goes with --csv: the live view shows the current windows.")
         keys = APIKey.objects.select_related("account__tier").order_by("account__name", "created")
         if account is not None:
             keys = keys.filter(account__name=account)
