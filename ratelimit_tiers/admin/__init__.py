@@ -2,12 +2,17 @@
 
 One module per concern: ``rules`` (the rule inlines and tables), ``tiers``,
 ``accounts``, ``keys`` (issuing, rotating, revoking) and ``usage`` (a key's
-status and live usage).
+status and live usage). From the usage ledger: ``charts`` (SVG bar charts),
+``account_charts`` (an account's hourly and daily usage), ``usage_columns``
+(today's counts in the lists, the "throttled" filter), ``peak_share``,
+``throttled`` (the "Throttled most" page), ``daily_usage`` (the rolled-up rows)
+and ``export`` (the CSV for billing).
 """
 
 from __future__ import annotations
 
 from ratelimit_tiers.admin.accounts import AccountAdmin, APIKeyInline
+from ratelimit_tiers.admin.daily_usage import DailyUsageAdmin
 from ratelimit_tiers.admin.keys import NEW_KEYS_ATTRIBUTE, APIKeyAdmin, NewKey, StatusFilter
 from ratelimit_tiers.admin.rules import (
     LimitRuleForm,
@@ -26,6 +31,7 @@ __all__ = [
     "APIKeyAdmin",
     "APIKeyInline",
     "AccountAdmin",
+    "DailyUsageAdmin",
     "KeyColumns",
     "LimitRuleForm",
     "LimitRuleInline",

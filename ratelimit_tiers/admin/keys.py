@@ -20,6 +20,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from ratelimit_tiers import categories
 from ratelimit_tiers.admin.usage import RULES_PREFETCH, STATUS_LABELS, KeyColumns
+from ratelimit_tiers.admin.usage_columns import BY_KEY, KeyThrottledFilter, UsageColumns
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.exceptions import StorageUnavailable
 from ratelimit_tiers.models import APIKey
@@ -62,26 +63,37 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(APIKey)
-class APIKeyAdmin(KeyColumns, admin.ModelAdmin):
+class APIKeyAdmin(UsageColumns, KeyColumns, admin.ModelAdmin):
     list_display = [
         "name",
         "prefix",
         "account",
         "status",
+        "requests_today",
+        "refused_today",
+        "last_throttled",
         "created",
         "last_used",
         "expires_at",
         "has_expired",
     ]
-    list_filter = [StatusFilter, "revoked", "account__tier"]
+    list_filter = [StatusFilter, KeyThrottledFilter, "revoked", "account__tier"]
     search_fields = ["name", "prefix", "account__name"]
     list_select_related = ["account"]
     readonly_fields = ["prefix", "status", "created", "last_used", "rotated_to", "usage"]
     actions = ["revoke_keys", "rotate_keys", "reset_counters"]
 
+    grouping = BY_KEY
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[APIKey]:
         queryset: QuerySet[APIKey] = super().get_queryset(request)
         return queryset.prefetch_related(*RULES_PREFETCH)  # The usage reads the rules.
+
+    def row_value(self, obj: APIKey) -> str:
+        return obj.prefix
+
+    def account_id(self, obj: APIKey) -> int:
+        return obj.account_id
 
     def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> Any:
         if obj is None:  # Adding: the prefix, hash and status do not exist yet.
