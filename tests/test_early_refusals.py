@@ -159,11 +159,23 @@ def test_bad_keys_dynamic_costs_and_viewsets_go_through_drf(servers):
     ]
 
 
-def test_a_reset_elsewhere_admits_within_local_refusal_seconds(servers):
+UPGRADE = """
+from ratelimit_tiers.models import LimitRule
+rule = LimitRule.objects.get(account__name="flooded")
+rule.count = 100
+rule.save()
+"""
+
+
+@pytest.mark.parametrize("change", ["reset", "upgrade"])
+def test_a_reset_or_upgrade_elsewhere_admits_within_local_refusal_seconds(servers, change):
     early, _drf, keys = servers
     exhaust(early, "/api/whoami/", keys["flooded"])
     assert [get(early, "/api/whoami/", keys["flooded"])[0] for _ in range(20)] == [429] * 20
-    early.manage("ratelimit_tiers_reset_key", keys["flooded"].split(".")[0])  # Another process.
+    if change == "reset":  # In another process, as an operator would.
+        early.manage("ratelimit_tiers_reset_key", keys["flooded"].split(".")[0])
+    else:
+        early.manage("shell", "-c", UPGRADE)
     # Every note this worker holds came from a store answer before the reset: it serves at most 1 s
     # (LOCAL_REFUSAL_SECONDS) after that answer; then the store, which admits.
     time.sleep(1.2)
