@@ -53,14 +53,15 @@ SETTINGS = FAIL_OPEN_SETTINGS + (
 
 
 @pytest.fixture
-def servers(tmp_path):
+def servers(tmp_path, request):
+    kind = getattr(request, "param", "sync")
     redis = RedisServer(tmp_path)
     for name in ("early", "drf"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "early_urls.py").write_text(URLS)
     on = SETTINGS % redis.url + "RATELIMIT_TIERS_EARLY_REFUSALS = True\n"
-    early = ProjectServer(tmp_path / "early", on, workers=1)
-    drf = ProjectServer(tmp_path / "drf", SETTINGS % redis.url, workers=1)
+    early = ProjectServer(tmp_path / "early", on, workers=1, kind=kind)
+    drf = ProjectServer(tmp_path / "drf", SETTINGS % redis.url, workers=1, kind=kind)
     # One database: the DRF server's is replaced by the early one's.
     drf.env.update({name: value for name, value in early.env.items() if name.startswith("DJANGO_DB")})
     keys = early.create_keys(("flooded", "Free", 3), ("spare", "Free", 100))
@@ -112,6 +113,8 @@ def same_second(early, drf, path, key):
     raise AssertionError("no two early answers within the same second")
 
 
+# Under ASGI too: Django runs the middleware's (sync) process_view in a thread, as it does DRF's views.
+@pytest.mark.parametrize("servers", ["sync", "uvicorn"], indirect=True)
 def test_a_flood_on_an_exhausted_key_gets_the_drf_paths_429_byte_for_byte(servers):
     early, drf, keys = servers
     # Cost 1 on 3 a minute, and cost 10 on 100 a minute (ten admitted).
