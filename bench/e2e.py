@@ -47,6 +47,14 @@ class OursView(BareView):
     throttle_classes = [TierRateThrottle]
 
 
+class OursDRFPathView(OursView):
+    """``OursView`` whose every answer DRF builds: a view with its own exception handler (this one
+    is DRF's, unchanged) gets no early refusal (``RATELIMIT_TIERS_EARLY_REFUSALS``, on in the benchmark)."""
+
+    def get_exception_handler(self) -> Any:
+        return super().get_exception_handler()
+
+
 class AuthOnlyView(OursView):
     """This app's authentication without its throttle: the authenticator checks the key's state itself."""
 
@@ -85,6 +93,7 @@ class DRFView(BareView):
 urlpatterns = [
     path("bare/", BareView.as_view()),
     path("ours/", OursView.as_view()),
+    path("ours-drf/", OursDRFPathView.as_view()),
     path("auth-only/", AuthOnlyView.as_view()),
     path("drf/", DRFView.as_view()),
 ]

@@ -150,7 +150,8 @@ def measure(requests: int, rounds: int) -> None:
     kinds = {
         "bare view": ("/bare/", None, 200),
         "ours, admitted (200)": ("/ours/", admitted, 200),
-        "ours, 429 served locally": ("/ours/", exhausted, 429),
+        "ours, 429 served locally, through DRF": ("/ours-drf/", exhausted, 429),
+        "ours, 429 answered early (before DRF)": ("/ours/", exhausted, 429),
     }
     assert get(handler, "/ours/", exhausted) == 200  # Its only admission: refused from now on.
     samples: dict[str, defaultdict[str, list[float]]] = {kind: defaultdict(list) for kind in kinds}

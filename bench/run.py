@@ -435,6 +435,7 @@ def e2e(directory: str, options: argparse.Namespace) -> None:
     rows = {
         bare: same(request("/bare/")),
         throttled: same(request("/ours/", ours)),
+        "ours, a view no 429 is answered early for (DRF's path only)": same(request("/ours-drf/", ours)),
         "ours, authentication only (no throttle class)": same(request("/auth-only/", ours)),
         drf: same(request("/drf/", "User 1")),
     }
@@ -492,11 +493,12 @@ def flood(directory: str, options: argparse.Namespace) -> None:
     admitted = "admitted: ours, one key"
     rows = {
         admitted: same(request("/ours/", f"Api-Key {admitted_key}")),
-        "429 flood: one exhausted key": same(request("/ours/", f"Api-Key {exhausted_key}")),
+        "429 flood: one exhausted key, answered early": same(request("/ours/", f"Api-Key {exhausted_key}")),
+        "429 flood: one exhausted key, through DRF": same(request("/ours-drf/", f"Api-Key {exhausted_key}")),
         "invalid keys: a new unknown key per request": Requests(unknown="/ours/"),
         "invalid keys: a known prefix, a wrong secret": same(request("/ours/", f"Api-Key {wrong_secret}")),
     }
-    expected = dict(zip(rows, [{200}, {429}, {401, 429}, {401, 429}], strict=True))
+    expected = dict(zip(rows, [{200}, {429}, {429}, {401, 429}, {401, 429}], strict=True))
     with serving(directory) as server, clients(server.port) as pool:
         assert send(server.port, request("/ours/", f"Api-Key {exhausted_key}")) == 200
         warm(server.port, rows, expected)
@@ -505,7 +507,9 @@ def flood(directory: str, options: argparse.Namespace) -> None:
     queries = [queries_per_response(build, 20 if options.quick else 200) for build in rows.values()]
     flush_refusal_tally()
     print(
-        f"Floods: GET /ours/ on gunicorn ({WORKERS} sync workers), {CLIENTS} client processes "
+        "Floods: GET /ours/ (RATELIMIT_TIERS_EARLY_REFUSALS on; /ours-drf/: the same view with an exception "
+        "handler of its own, so DRF answers every 429) on gunicorn "
+        f"({WORKERS} sync workers), {CLIENTS} client processes "
         f"(bench/client.py, a new connection per request, all from 127.0.0.1); {options.e2e_rounds} "
         f"rounds of {options.seconds:g} s per row, rows alternating (x admitted: median of each round's "
         "ratio, range in brackets). Store commands: INFO commandstats over the loads, a script's own calls "
@@ -544,6 +548,11 @@ def flood(directory: str, options: argparse.Namespace) -> None:
             ],
         )
         + "\n"
+    )
+    early, through_drf = (results[name] for name in list(rows)[1:3])
+    print(
+        f"429s answered early / through DRF, per round: {spread(early.ratios(through_drf))}; "
+        f"by CPU (responses per CPU second): {spread(early.cpu_ratios(through_drf))}\n"
     )
 
 

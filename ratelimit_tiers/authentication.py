@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 from django.db import DatabaseError
@@ -28,6 +29,32 @@ MAX_HEADER_LENGTH = 200
 
 #: ``RATELIMIT_TIERS_KEY_HEADER``'s name in ``request.META`` (``Authorization``: ``HTTP_AUTHORIZATION``).
 wsgi_name = functools.lru_cache(maxsize=8)(HttpHeaders.to_wsgi_name)
+
+
+#: What :func:`raw_key` answers for a header longer than ``MAX_HEADER_LENGTH``: a malformed key.
+TOO_LONG = "\0too long"
+
+
+@sensitive_variables("value")
+def raw_key(meta: Mapping[str, Any]) -> str | None:
+    """The key in a request's ``META`` (``None``: no key of this scheme), or :data:`TOO_LONG`.
+
+    Also read by :mod:`~ratelimit_tiers.early_refusals`, before DRF runs.
+    """
+    # The header's WSGI name in META, as request.headers would look it up: building
+    # that mapping of every header of the request costs more than the whole check.
+    value: str | None = meta.get(wsgi_name(conf.KEY_HEADER))
+    if value is None:
+        return None
+    if len(value) > MAX_HEADER_LENGTH:
+        return TOO_LONG
+    keyword = conf.KEY_KEYWORD
+    if keyword:
+        scheme, _sep, value = value.strip().partition(" ")
+        if scheme.lower() != keyword.lower():
+            # Another scheme (e.g. Bearer) belongs to another authenticator.
+            return None
+    return value.strip()
 
 
 class APIKeyAuthentication(BaseAuthentication):
@@ -70,22 +97,11 @@ class APIKeyAuthentication(BaseAuthentication):
     def authenticate_header(self, request: Request) -> str:
         return conf.KEY_KEYWORD or "Api-Key"
 
-    @sensitive_variables("value")
     def get_raw_key(self, request: Request) -> str | None:
-        # The header's WSGI name in META, as request.headers would look it up: building
-        # that mapping of every header of the request costs more than the whole check.
-        value: str | None = request._request.META.get(wsgi_name(conf.KEY_HEADER))
-        if value is None:
-            return None
-        if len(value) > MAX_HEADER_LENGTH:
+        value = raw_key(request._request.META)
+        if value is TOO_LONG:
             raise refuse(request, fail(MALFORMED_KEY))
-        keyword = conf.KEY_KEYWORD
-        if keyword:
-            scheme, _sep, value = value.strip().partition(" ")
-            if scheme.lower() != keyword.lower():
-                # Another scheme (e.g. Bearer) belongs to another authenticator.
-                return None
-        return value.strip()
+        return value
 
     @staticmethod
     def _load(prefix: str) -> KeyIdentity | None:

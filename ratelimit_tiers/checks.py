@@ -14,6 +14,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.db import DatabaseError
 from django.utils.module_loading import import_string
+from rest_framework.settings import api_settings
+from rest_framework.views import exception_handler
 
 from ratelimit_tiers.algorithms import ALGORITHMS, parse_rate
 from ratelimit_tiers.categories import ThrottledView, throttled_views
@@ -222,6 +224,23 @@ def check_surface_settings(**kwargs: Any) -> list[CheckMessage]:
                 "RATELIMIT_TIERS_STATUS_RATE must be a rate or None.",
                 hint='E.g. "60/min": requests of one key to the status view.',
                 id="ratelimit_tiers.E025",
+            )
+        )
+    if not isinstance(conf.EARLY_REFUSALS, bool):
+        errors.append(
+            Error(
+                "RATELIMIT_TIERS_EARLY_REFUSALS must be a bool.",
+                hint="Use True or False.",
+                id="ratelimit_tiers.E026",
+            )
+        )
+    elif conf.EARLY_REFUSALS and api_settings.EXCEPTION_HANDLER is not exception_handler:
+        errors.append(
+            Warning(
+                "RATELIMIT_TIERS_EARLY_REFUSALS is on, but REST_FRAMEWORK's EXCEPTION_HANDLER is not DRF's: "
+                "no 429 is answered early (DRF answers each, through that handler).",
+                hint="Turn RATELIMIT_TIERS_EARLY_REFUSALS off, or use DRF's exception handler.",
+                id="ratelimit_tiers.W021",
             )
         )
     if conf.SHADOW is True:

@@ -110,6 +110,11 @@ class Settings:
         return self._get("LOCAL_REFUSAL_SECONDS", 1)  # type: ignore[no-any-return]
 
     @property
+    def EARLY_REFUSALS(self) -> bool:
+        """Answer a locally noted 429 in the middleware, before DRF runs (see ``early_refusals``)."""
+        return self._get("EARLY_REFUSALS", False)  # type: ignore[no-any-return]
+
+    @property
     def TRUSTED_PROXIES(self) -> int:
         """Number of proxies in front of the app whose ``X-Forwarded-For`` entries are trusted."""
         return self._get("TRUSTED_PROXIES", 0)  # type: ignore[no-any-return]

@@ -108,6 +108,10 @@ class RefusalNotes:
             items[key] = note._replace(serves_until=min(note.ends, now + RENEWAL_SECONDS), renewing=True)
         return None
 
+    def has(self, name: str, category: str) -> bool:
+        """Whether a note of ``name`` and ``category`` is kept, live or not; no lock, no renewal claimed."""
+        return (name, category) in self._items
+
     def note(
         self, name: str, category: str, decision: Decision, tier: str = "", epoch: int | None = None
     ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
-from ratelimit_tiers import context
+from ratelimit_tiers import context, early_refusals
 from ratelimit_tiers.algorithms import Decision
 from ratelimit_tiers.conf import conf
 
@@ -51,6 +51,18 @@ class RateLimitHeadersMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         response = await self.get_response(request)  # type: ignore[misc]
         return add_headers(request, response)
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> HttpResponseBase | None:
+        """With ``RATELIMIT_TIERS_EARLY_REFUSALS``, a locally noted 429 before DRF runs (issue 15)."""
+        if not conf.EARLY_REFUSALS:
+            return None
+        return early_refusals.response(request, view_func, view_kwargs)
 
 
 def add_headers(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
+from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
@@ -34,6 +35,40 @@ from ratelimit_tiers.storage import Unusable, get_storage
 logger = logging.getLogger("ratelimit_tiers")
 
 _last_outage_log = 0.0
+
+
+def category_of(view_category: str | None, method: str | None) -> str:
+    """The view's ``ratelimit_category``, else the HTTP method's category."""
+    return view_category or METHOD_CATEGORIES.get(method or "GET", READ)
+
+
+def note_name(category: str, cost: int) -> str:
+    """The category a refusal is noted under in :mod:`~ratelimit_tiers.local_refusals`.
+
+    A refusal of one cost says nothing of a cheaper request: notes are per category and cost.
+    """
+    return category if cost == 1 else f"{category}*{cost}"
+
+
+def observe_local_refusal(
+    sender: type,
+    request: HttpRequest,
+    prefix: str,
+    account: int | None,
+    category: str,
+    decision: Decision,
+    tier: str,
+) -> None:
+    """What a locally served refusal leaves: the context the headers describe, the log line, the signal,
+    and its count in the usage ledger, carried by the key's next store call (``refusal_tally``).
+
+    Shared by the throttle and :mod:`~ratelimit_tiers.early_refusals` (``sender=TierRateThrottle``).
+    """
+    if account is not None:
+        tally.add(prefix, account, category, decision)
+        tally_flush.ensure_running()
+    context.attach(request, RateLimitContext(decision, category))
+    send_refused(sender, request, prefix, tier, category, decision, False)
 
 
 class TierRateThrottle(BaseThrottle):
@@ -67,8 +102,7 @@ class TierRateThrottle(BaseThrottle):
             return True
         storage, category = get_storage(), self.get_category(request, view)
         cost = self.get_cost(request, view)
-        # A refusal of one cost says nothing of a cheaper request: notes are per category and cost.
-        noted_as = category if cost == 1 else f"{category}*{cost}"
+        noted_as = note_name(category, cost)
         served = notes.refusal(identity.prefix, noted_as)
         if served is not None:  # Refused by the store moments ago: no round trip (see local_refusals).
             return self.refuse_locally(request, view, identity.prefix, category, *served)
@@ -128,16 +162,10 @@ class TierRateThrottle(BaseThrottle):
     def refuse_locally(
         self, request: Request, view: Any, prefix: str, category: str, decision: Decision, tier: str
     ) -> bool:
-        """Refuse as the store did moments ago, its ``decision`` as of now: same headers, signal and log.
-
-        Counted in the usage ledger with the key's next store call (:mod:`~ratelimit_tiers.refusal_tally`).
-        """
+        """Refuse as the store did moments ago, its ``decision`` as of now: same headers, signal and log."""
         identity = request.auth
-        if isinstance(identity, KeyIdentity):
-            tally.add(prefix, identity.account_id, category, decision)
-            tally_flush.ensure_running()
-        context.attach(request._request, RateLimitContext(decision, category))
-        send_refused(type(self), request._request, prefix, tier, category, decision, False)
+        account = identity.account_id if isinstance(identity, KeyIdentity) else None
+        observe_local_refusal(type(self), request._request, prefix, account, category, decision, tier)
         return self.refuse(view, decision)
 
     def give_back_if_refused(
@@ -174,9 +202,8 @@ class TierRateThrottle(BaseThrottle):
         view.throttled = refused
 
     def get_category(self, request: Request, view: Any) -> str:
-        category = getattr(view, "ratelimit_category", None)
-        # The Django request's own: DRF's Request proxies it through __getattr__, at a cost.
-        return category or METHOD_CATEGORIES.get(request._request.method or "GET", READ)
+        # The Django request's own method: DRF's Request proxies it through __getattr__, at a cost.
+        return category_of(getattr(view, "ratelimit_category", None), request._request.method)
 
     def get_cost(self, request: Request, view: Any) -> int:
         """What the request costs in every rule: the view's ``get_ratelimit_cost(request)``, else its

@@ -24,10 +24,10 @@ pytestmark = pytest.mark.django_db
 #: Every check this app can report; each ID names one problem and is never reused.
 CHECK_IDS = {
     *(f"E{n:03d}" for n in range(1, 17)),
-    *(f"E{n:03d}" for n in range(20, 26)),
+    *(f"E{n:03d}" for n in range(20, 27)),
     *(f"E{n:03d}" for n in range(30, 33)),
     "E040",
-    *("W001", "W002", "W003", "W005", "W020", "W030"),
+    *("W001", "W002", "W003", "W005", "W020", "W021", "W030"),
 }
 
 
@@ -190,6 +190,7 @@ def test_each_check_id_is_one_problem_and_documented():
         ("STATUS_RATE", "lots", "E025"),
         ("STATUS_RATE", "0/min", "E025"),
         ("STATUS_RATE", 60, "E025"),
+        ("EARLY_REFUSALS", "yes", "E026"),
     ],
 )
 def test_bad_limit_settings_are_errors(settings, name, value, expected):
@@ -204,6 +205,19 @@ def test_bad_limit_settings_are_errors(settings, name, value, expected):
 def test_good_limit_settings_pass(settings, name, value):
     setattr(settings, f"RATELIMIT_TIERS_{name}", value)
     assert not [i for i in check_ids() if i.startswith("ratelimit_tiers.E")]
+
+
+def custom_handler(exc, context):
+    return None
+
+
+def test_early_refusals_with_a_custom_exception_handler_warn(settings):
+    settings.RATELIMIT_TIERS_EARLY_REFUSALS = True
+    assert "ratelimit_tiers.W021" not in check_ids()
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "EXCEPTION_HANDLER": f"{__name__}.custom_handler"}
+    assert "ratelimit_tiers.W021" in check_ids()
+    settings.RATELIMIT_TIERS_EARLY_REFUSALS = False
+    assert "ratelimit_tiers.W021" not in check_ids()
 
 
 def routed(settings, **attributes):
