@@ -12,6 +12,7 @@ import http.client
 import time
 
 import pytest
+import redis as redis_py
 
 from tests.conftest import RedisServer
 from tests.processes import FAIL_OPEN_SETTINGS, ProjectServer
@@ -68,7 +69,7 @@ def servers(tmp_path, request):
     early.start()
     drf.start()
     try:
-        yield early, drf, keys
+        yield early, drf, keys, redis
     finally:
         early.stop()
         drf.stop()
@@ -116,7 +117,7 @@ def same_second(early, drf, path, key):
 # Under ASGI too: Django runs the middleware's (sync) process_view in a thread, as it does DRF's views.
 @pytest.mark.parametrize("servers", ["sync", "uvicorn"], indirect=True)
 def test_a_flood_on_an_exhausted_key_gets_the_drf_paths_429_byte_for_byte(servers):
-    early, drf, keys = servers
+    early, drf, keys, store = servers
     # Cost 1 on 3 a minute, and cost 10 on 100 a minute (ten admitted).
     for path, key, limit in (("/api/whoami/", "flooded", 3), ("/api/items/export/", "spare", 10)):
         exhaust(drf, path, keys[key], limit)
@@ -141,9 +142,29 @@ def test_a_flood_on_an_exhausted_key_gets_the_drf_paths_429_byte_for_byte(server
     assert log.count("event=throttled") == log.count("SIGNAL ")  # One refusal log line per 429,
     assert log.count("Too Many Requests: /api/whoami/") == log.count("SIGNAL path=/api/whoami/")  # Django's.
 
+    # The usage ledger counts every 429 of both servers, early ones included: those served from memory
+    # are carried by the key's next store call or sent by each process's flushing thread, within
+    # seconds. (Not waiting for the servers' exit: uvicorn ends by re-raising SIGTERM, without atexit.)
+    client = redis_py.Redis.from_url(store.url)
+    served = len(signals(early)) + len(signals(drf))
+    deadline = time.monotonic() + 15
+    while (refused := ledger_refusals(client)) < served and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert refused == served
+
+
+def ledger_refusals(client):
+    """The refusals in every ledger hash of the store (Django's cache adds its ``:1:`` to the names)."""
+    return sum(
+        int(count)
+        for ledger in client.scan_iter("*rlt:*:u:*")
+        for field, count in client.hgetall(ledger).items()
+        if b":r:" in field
+    )
+
 
 def test_bad_keys_dynamic_costs_and_viewsets_go_through_drf(servers):
-    early, _drf, keys = servers
+    early, _drf, keys, _ = servers
     exhaust(early, "/api/whoami/", keys["flooded"])
     prefix = keys["flooded"].split(".")[0]
     wrong = get(early, "/api/whoami/", prefix + "." + "x" * 43)
@@ -172,7 +193,7 @@ rule.save()
 
 @pytest.mark.parametrize("change", ["reset", "upgrade"])
 def test_a_reset_or_upgrade_elsewhere_admits_within_local_refusal_seconds(servers, change):
-    early, _drf, keys = servers
+    early, _drf, keys, _ = servers
     exhaust(early, "/api/whoami/", keys["flooded"])
     assert [get(early, "/api/whoami/", keys["flooded"])[0] for _ in range(20)] == [429] * 20
     if change == "reset":  # In another process, as an operator would.
