@@ -167,3 +167,15 @@ def test_an_admitted_check_carries_the_refusals_served_from_memory_too(backend, 
     assert storage.hit(key.prefix, account.pk, "read").allowed
     assert not tally
     assert totals(account) == {(key.prefix, "read"): (2, 2, {"all-60s": 2})}
+
+
+def test_refusals_carried_by_a_check_that_stops_early_are_not_lost(backend, account, free_tier):
+    only_rule(free_tier, 3)
+    key = APIKey.objects.create_key(account=account, name="k")[0]
+    storage = get_storage()
+    served = storage.hit(key.prefix, account.pk, "read").decision._replace(allowed=False, policy="all-60s")
+    tally.add(key.prefix, account.pk, "read", served)
+    APIKey.objects.filter(pk=key.pk).revoke()  # The next check answers "revoked", before any counting.
+    assert storage.hit(key.prefix, account.pk, "read").state == "revoked"
+    tally_flush.flush()
+    assert totals(account) == {(key.prefix, "read"): (1, 1, {"all-60s": 1})}
