@@ -154,3 +154,28 @@ def test_a_late_batch_adds_its_refusals_but_keeps_the_last_refusal(backend, acco
     (row,) = usage.hourly(*around_now(), [account.pk])
     assert (row.admitted, row.refused, row.refused_by) == (1, 5, {"all-60s": 5})
     assert row.last_refused == datetime.fromtimestamp(at / 1000, tz=timezone.utc)
+
+
+def test_an_admitted_check_carries_the_refusals_served_from_memory_too(backend, account, free_tier):
+    only_rule(free_tier, 3)
+    key = APIKey.objects.create_key(account=account, name="k")[0]
+    storage = get_storage()
+    admitted = storage.hit(key.prefix, account.pk, "read").decision
+    served = admitted._replace(allowed=False, policy="all-60s")  # As a note would have served it.
+    tally.add(key.prefix, account.pk, "read", served)
+    tally.add(key.prefix, account.pk, "read", served)
+    assert storage.hit(key.prefix, account.pk, "read").allowed
+    assert not tally
+    assert totals(account) == {(key.prefix, "read"): (2, 2, {"all-60s": 2})}
+
+
+def test_refusals_carried_by_a_check_that_stops_early_are_not_lost(backend, account, free_tier):
+    only_rule(free_tier, 3)
+    key = APIKey.objects.create_key(account=account, name="k")[0]
+    storage = get_storage()
+    served = storage.hit(key.prefix, account.pk, "read").decision._replace(allowed=False, policy="all-60s")
+    tally.add(key.prefix, account.pk, "read", served)
+    APIKey.objects.filter(pk=key.pk).revoke()  # The next check answers "revoked", before any counting.
+    assert storage.hit(key.prefix, account.pk, "read").state == "revoked"
+    tally_flush.flush()
+    assert totals(account) == {(key.prefix, "read"): (1, 1, {"all-60s": 1})}

@@ -45,7 +45,8 @@ LEDGER_WORDS = {
     names.LEDGER_REFUSED + ":",
     names.LEDGER_LAST_REFUSED,
     names.OTHER_THROTTLE,
-    "%S+",
+    "^(%d+) (%d) (%S+)(.*)$",  # The ledger's argument (storage.redis), and the refusals it carries.
+    "(%S+) (%d+) (%d+)",
 }
 
 

@@ -193,3 +193,21 @@ def test_hours_the_store_no_longer_keeps_are_reported_lost(redis_cache, account,
     call_command("ratelimit_tiers_rollup", "--now", at, stdout=out, stderr=err)
     assert "were never rolled up" in err.getvalue()
     assert "Rolled up 0 hours" in out.getvalue()
+
+
+def test_daily_sees_a_rollup_that_commits_while_it_reads_once(backend, key, account, monkeypatch):
+    assert hits(key, 5) == [True] * 3 + [False] * 2
+    today = datetime.now(timezone.utc).date()
+    expected = totals(usage.daily(today, today))
+    assert expected == {(today, key.prefix, "read"): (3, 2)}
+    read = usage.read
+
+    def read_while_a_rollup_commits(accounts, hours):
+        found = read(accounts, hours)
+        if hours and not RolledHour.objects.exists():  # Between the store's hours and the rows.
+            assert rollup.roll_hour(this_hour(), usage.accounts_of())
+        return found
+
+    monkeypatch.setattr(usage, "read", read_while_a_rollup_commits)
+    assert totals(usage.daily(today, today)) == expected
+    assert DailyUsage.objects.get().admitted == 3

@@ -208,7 +208,7 @@ class RedisStorage(Storage):
         days = conf.LEDGER_DAYS
         if not days:
             return ""
-        return f"{days * 86400} {'1' if conf.SHADOW else '0'} {ledger_field(prefix, category)[:-1]}"
+        return f"{days * 86400} {'1' if conf.SHADOW else '0'} {ledger_field(prefix, category)}"
 
     def _check(
         self,

@@ -11,9 +11,9 @@
 -- Each hash expires the ledger's retention after its hour ends.
 --
 -- `spec` (an ARGV) is "" when nothing is to be counted (a peek, the ledger
--- off), else "<retention s> <shadow 0|1> <prefix>:<category>" and then the
+-- off), else "<retention s> <shadow 0|1> <prefix>:<category>:" and then the
 -- refusals the process served from its own memory since (local_refusals),
--- carried here: "<rule> <count> <last ms>" each, within one hour.
+-- carried here: " <rule> <count> <last ms>" each, within one hour.
 
 local function ledger_add(key, field, n, hour, retention)
   if redis.call("HINCRBY", key, field, n) == n then
@@ -32,39 +32,43 @@ local function ledger_refuse(stem, field, rule, n, at, retention)
   end
 end
 
-local function ledger_words(spec)
-  local words = {}
-  for word in string.gmatch(spec, "%S+") do
-    words[#words + 1] = word
-  end
-  return words, tonumber(words[1]), words[3] .. ":"
+-- The parts of a non-empty `spec`: the retention (s), the shadow setting,
+-- the fields' start "<prefix>:<category>:", and the carried refusals.
+local function ledger_spec(spec)
+  local retention, shadow, field, carried = string.match(spec, "^(%d+) (%d) (%S+)(.*)$")
+  return tonumber(retention), shadow, field, carried
 end
 
--- Add the refusals in words[4..], "<rule> <count> <last ms>" each, those of
--- one rule and hour together: one write of each field.
-local function ledger_refusals(stem, words, retention, field)
+-- Add refusals, "<rule> <count> <last ms>" each in `carried`, then `rule` at
+-- `at` if given, those of one rule and hour together: one write of each field.
+local function ledger_refusals(stem, field, retention, carried, rule, at)
   local sums, order = {}, {}
-  for i = 4, #words, 3 do
-    local rule, n, at = words[i], tonumber(words[i + 1]), tonumber(words[i + 2])
-    local slot = rule .. " " .. math.floor(at / 3600000)
-    local sum = sums[slot]
-    if sum then
-      sum[2], sum[3] = sum[2] + n, math.max(sum[3], at)
+  local function sum(name, n, last)
+    local slot = name .. " " .. math.floor(last / 3600000)
+    local found = sums[slot]
+    if found then
+      found[2], found[3] = found[2] + n, math.max(found[3], last)
     else
-      sums[slot] = {rule, n, at}
+      sums[slot] = {name, n, last}
       order[#order + 1] = slot
     end
   end
+  for name, n, last in string.gmatch(carried, "(%S+) (%d+) (%d+)") do
+    sum(name, tonumber(n), tonumber(last))
+  end
+  if rule then
+    sum(rule, 1, at)
+  end
   for _, slot in ipairs(order) do
-    local sum = sums[slot]
-    ledger_refuse(stem, field, sum[1], sum[2], sum[3], retention)
+    local found = sums[slot]
+    ledger_refuse(stem, field, found[1], found[2], found[3], retention)
   end
 end
 
 -- Add the refusals carried in `spec` (tally.lua).
 local function ledger_carried(stem, spec)
-  local words, retention, field = ledger_words(spec)
-  ledger_refusals(stem, words, retention, field)
+  local retention, _, field, carried = ledger_spec(spec)
+  ledger_refusals(stem, field, retention, carried)
 end
 
 -- Count a check at `now` (ms), and the refusals `spec` carries: admitted if
@@ -76,21 +80,22 @@ local function ledger_count(stem, spec, now, admitted, shadow, rules, results)
   if spec == "" then
     return
   end
-  local words, retention, field = ledger_words(spec)
-  if admitted == 1 or shadow == "1" or words[2] == "1" then
+  local retention, setting, field, carried = ledger_spec(spec)
+  if admitted == 1 or shadow == "1" or setting == "1" then
     local hour = math.floor(now / 3600000)
     ledger_add(stem .. ":" .. hour, field .. "a", 1, hour, retention)
-  else
-    local rule, wait = nil, -1
-    for i, result in ipairs(results) do
-      if result[1] == 0 and result[3] > wait then
-        rule, wait = rules[i][5], result[3]
-      end
+    if carried ~= "" then
+      ledger_refusals(stem, field, retention, carried)
     end
-    local n = #words
-    words[n + 1], words[n + 2], words[n + 3] = rule, 1, now
+    return
   end
-  ledger_refusals(stem, words, retention, field)
+  local rule, wait = nil, -1
+  for i, result in ipairs(results) do
+    if result[1] == 0 and result[3] > wait then
+      rule, wait = rules[i][5], result[3]
+    end
+  end
+  ledger_refusals(stem, field, retention, carried, rule, now)
 end
 
 -- Move the admission counted at `now` (ms) to the refusals: another throttle
@@ -99,7 +104,7 @@ local function ledger_give_back(stem, spec, now)
   if spec == "" then
     return
   end
-  local _, retention, field = ledger_words(spec)
+  local retention, _, field = ledger_spec(spec)
   local key = stem .. ":" .. math.floor(now / 3600000)
   if (tonumber(redis.call("HGET", key, field .. "a")) or 0) > 0 then
     redis.call("HINCRBY", key, field .. "a", -1)
