@@ -463,6 +463,7 @@ def flood(directory: str, options: argparse.Namespace) -> None:
         warm(port, rows, expected)
         results = alternate(port, rows, options.e2e_rounds, options.seconds, store_commands)
     queries = [queries_per_response(build, 20 if options.quick else 200) for build in rows.values()]
+    flush_refusal_tally()
     print(
         f"Floods: GET /ours/ on gunicorn ({WORKERS} sync workers), {THREADS} client threads in this process "
         f"(a new connection per request, all from 127.0.0.1); {options.e2e_rounds} rounds of "
@@ -480,6 +481,7 @@ def flood(directory: str, options: argparse.Namespace) -> None:
                 "statuses",
                 "store commands per response",
                 "store commands per process per s",
+                "script calls per process per s",
                 "SQL per response",
             ],
             [
@@ -490,6 +492,7 @@ def flood(directory: str, options: argparse.Namespace) -> None:
                     status_mix(row),
                     per_response(row),
                     f"{sum(row.commands.values()) / row.seconds / WORKERS:,.0f}",
+                    f"{row.commands['evalsha'] / row.seconds / WORKERS:,.1f}",
                     f"{sql:.2f}",
                 ]
                 for (name, row), sql in zip(results.items(), queries, strict=True)
@@ -497,6 +500,13 @@ def flood(directory: str, options: argparse.Namespace) -> None:
         )
         + "\n"
     )
+
+
+def flush_refusal_tally() -> None:
+    """Add the refusals this process served from memory to the usage ledger now, while Redis runs."""
+    from ratelimit_tiers import tally_flush
+
+    tally_flush.flush()
 
 
 def unknown_key() -> str:
@@ -528,7 +538,7 @@ def table(header: list[str], rows: Iterator[list[str]] | list[list[str]]) -> str
     return "\n".join(lines)
 
 
-SECTIONS = ("checks", "rules", "memory", "exactness", "e2e", "flood")
+SECTIONS = ("checks", "rules", "ledger", "memory", "exactness", "e2e", "flood")
 
 
 def main() -> None:
@@ -669,6 +679,131 @@ def rules_table(options: argparse.Namespace) -> None:
     print(table(["rules", "µs per check (median)", "x one rule (median of round ratios)"], rows) + "\n")
 
 
+#: Keys per round of the ledger's cost, each of its own account, one rule of ``LEDGER_RATE``.
+LEDGER_RATE = ("1000/min",)
+
+
+#: Checks in a row on one side before the other side's turn (the ledger's cost per check).
+LEDGER_BLOCK = 25
+
+
+def ledger_table(options: argparse.Namespace) -> None:
+    """The cost per check with the usage ledger against without it, interleaved in blocks of one run.
+
+    Both sides are ``TierRateThrottle.allow_request`` on admitted checks, over
+    keys each of its own account that were used before (their ledger field
+    exists, as on any busy key). Off is ``RATELIMIT_TIERS_LEDGER_DAYS = 0``:
+    the same script, told to count nothing. Each side has a storage of its
+    own, built and warmed (connections, encoded calls) under its setting; the
+    throttle is pointed at one or the other every :data:`LEDGER_BLOCK` checks,
+    so the machine's drift hits both alike. A round's ratio is its on time
+    over its off time; the figure is their median. Then the store memory.
+    """
+    from django.test import override_settings
+
+    from ratelimit_tiers import storage as storages
+    from ratelimit_tiers.ledger import LedgerScope
+    from ratelimit_tiers.storage.redis import RedisStorage
+    from ratelimit_tiers.throttling import TierRateThrottle
+
+    checks = options.checks * 2
+    keys = [prepared_request(raw) for raw in ledger_keys(checks)]
+    throttle, sides = TierRateThrottle(), {}
+    for days in (7, 0):
+        with override_settings(RATELIMIT_TIERS_LEDGER_DAYS=days):
+            sides[days] = storages._current = RedisStorage("default")
+            for drf_request, view in keys:  # Policies installed, ledger fields written, calls encoded.
+                throttle.allow_request(drf_request, view)  # type: ignore[arg-type]
+    costs: dict[int, list[float]] = {7: [], 0: []}
+    for round_ in range(options.rounds):
+        spent = {7: 0.0, 0: 0.0}
+        for block in range(0, checks, LEDGER_BLOCK):
+            for days in (7, 0) if (round_ + block // LEDGER_BLOCK) % 2 else (0, 7):
+                storages._current = sides[days]
+                start = time.perf_counter()
+                for drf_request, view in keys[block : block + LEDGER_BLOCK]:
+                    if not throttle.allow_request(drf_request, view):  # type: ignore[arg-type]
+                        raise RuntimeError("a ledger benchmark check was refused")
+                spent[days] += time.perf_counter() - start
+        for days, seconds in spent.items():
+            costs[days].append(seconds / checks * 1e6)
+    storages._current = None
+    # The off side counted nothing: a key's ledger has its warm-up check and one per round, on side.
+    identity = keys[0][0].auth  # type: ignore[attr-defined]
+    hour = int(time.time() // 3600)
+    counted = sides[7].read_ledger([LedgerScope(identity.account_id)], [hour - 1, hour])
+    assert sum(counts.admitted for counts in counted.values()) == 1 + options.rounds, counted
+    ratios = [on / off for on, off in zip(costs[7], costs[0], strict=True)]
+    print(
+        f"Usage ledger: cost per check (TierRateThrottle.allow_request, {LEDGER_RATE[0]}, exact) with the "
+        f"ledger on (LEDGER_DAYS = 7) and off (0), {options.rounds} rounds of {checks} admitted checks a "
+        f"side, in blocks of {LEDGER_BLOCK} taking turns:\n"
+    )
+    rows = [
+        ["off (LEDGER_DAYS = 0)", f"{statistics.median(costs[0]):.0f}", "1.00x"],
+        ["on (LEDGER_DAYS = 7)", f"{statistics.median(costs[7]):.0f}", f"{statistics.median(ratios):.3f}x"],
+    ]
+    print(table(["ledger", "µs per check (median)", "x off (median of round ratios)"], rows) + "\n")
+    print(f"x off per round: {spread_of(ratios)}\n")
+    ledger_memory()
+
+
+def spread_of(ratios: list[float]) -> str:
+    return f"median {statistics.median(ratios):.3f}x, {min(ratios):.3f}x-{max(ratios):.3f}x"
+
+
+def ledger_keys(count: int) -> list[str]:
+    """``count`` raw keys, each of its own account, of one tier of ``LEDGER_RATE``."""
+    from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
+    from ratelimit_tiers.rules import parse_limit
+
+    tier = Tier.objects.create(name=f"bench-ledger-{next(_serial)}")
+    for rate in LEDGER_RATE:
+        limit, window, calendar = parse_limit(rate)
+        LimitRule.objects.create(
+            tier=tier, count=limit, window_seconds=window, calendar=calendar, algorithm="exact"
+        )
+    raws = []
+    for _ in range(count):
+        account = Account.objects.create(name=f"bench-{next(_serial)}", tier=tier)
+        raws.append(APIKey.objects.create_key(account=account, name="bench")[1])
+    return raws
+
+
+def ledger_memory() -> None:
+    """MEMORY USAGE of ledger hashes the script wrote this hour, per key and day (24 such hashes a day)."""
+    from django.core.cache import caches
+    from django_redis import get_redis_connection
+
+    from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
+    from ratelimit_tiers.names import account_tag, ledger_key
+    from ratelimit_tiers.storage import get_storage
+
+    client, storage, rows = get_redis_connection("default"), get_storage(), []
+    for keys, categories in ((1, ("read",)), (1, ("read", "write", "delete")), (10, ("read",))):
+        tier = Tier.objects.create(name=f"bench-ledger-memory-{next(_serial)}")
+        LimitRule.objects.create(tier=tier, count=5, window_seconds=3600)
+        account = Account.objects.create(name=f"bench-{next(_serial)}", tier=tier)
+        for i in range(keys):
+            key = APIKey.objects.create_key(account=account, name=f"k{i}")[0]
+            for category in categories:
+                for _ in range(8):  # Admitted, then refused: every field a busy key has in an hour.
+                    storage.hit(key.prefix, account.pk, category)
+        stem = caches["default"].make_key(ledger_key(account_tag(account.pk)))
+        used = sum(client.memory_usage(name, samples=0) for name in client.keys(f"{stem}:*"))
+        per_key_day = used * 24 / keys
+        kinds = "category" if len(categories) == 1 else "categories"
+        rows.append(
+            [f"{keys} key(s) of one account, {len(categories)} {kinds}", f"{used:,}", f"{per_key_day:,.0f}"]
+        )
+    print(
+        "Usage ledger memory: an account's hash of one hour (MEMORY USAGE) whose keys each were admitted and "
+        "refused (fields: admitted, refused by one rule, last refusal, per key and category), and 24 such "
+        "hours per active key and day:\n"
+    )
+    print(table(["account", "bytes per hour", "bytes per active key and day"], rows) + "\n")
+
+
 def memory_table(url: str) -> None:
     print("Redis memory of one full 5,000/min key (MEMORY USAGE):\n")
     print(table(["approach", "bytes"], [[k, f"{v:,}"] for k, v in memory(url).items()]) + "\n")
@@ -686,6 +821,7 @@ def exactness_table(url: str, runs: int) -> None:
 SECTION_RUNNERS: dict[str, Callable[[str, str, argparse.Namespace], None]] = {
     "checks": lambda url, directory, options: checks(url, options),
     "rules": lambda url, directory, options: rules_table(options),
+    "ledger": lambda url, directory, options: ledger_table(options),
     "memory": lambda url, directory, options: memory_table(url),
     "exactness": lambda url, directory, options: exactness_table(url, options.runs),
     "e2e": lambda url, directory, options: e2e(directory, options),

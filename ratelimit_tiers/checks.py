@@ -75,6 +75,8 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
         if not (isinstance(cls, type) and issubclass(cls, Storage)):
             error(8, "RATELIMIT_TIERS_STORAGE must be the dotted path of a Storage subclass.", "Or None.")
     errors += _check_resilience_settings()
+    if not _is_int(conf.LEDGER_DAYS, 0):
+        error(40, "RATELIMIT_TIERS_LEDGER_DAYS must be a non-negative integer.", "E.g. 7; 0: no ledger.")
     return errors
 
 

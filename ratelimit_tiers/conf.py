@@ -125,6 +125,11 @@ class Settings:
         return self._get("STATUS_RATE", "60/min")  # type: ignore[no-any-return]
 
     @property
+    def LEDGER_DAYS(self) -> int:
+        """Days the store keeps the usage ledger's hourly counts (roll them up sooner); ``0``: no ledger."""
+        return self._get("LEDGER_DAYS", 7)  # type: ignore[no-any-return]
+
+    @property
     def REDIS_CLUSTER(self) -> str | dict[str, Any] | None:
         """URL of a cluster node, or ``RedisCluster`` keyword arguments, for ``RedisClusterStorage``."""
         return self._get("REDIS_CLUSTER", None)  # type: ignore[no-any-return]

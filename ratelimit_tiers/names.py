@@ -127,3 +127,29 @@ def status_bucket(prefix: str) -> str:
     Its ``status:`` start keeps it apart from every key prefix, and from the key's own counters.
     """
     return f"status:{prefix}"
+
+
+# The usage ledger (``storage/scripts/ledger.lua``, read by ``usage``): one
+# hash per account and UTC hour, ``<ledger_key(tag)>:<hour>`` (hour: Unix
+# seconds // 3600), in the account's slot like its counters. Its fields are
+# per key prefix and category, ``<prefix>:<category>:<what>``, where what is:
+
+#: The requests admitted (every one the client got through, shadow-mode ones included).
+LEDGER_ADMITTED = "a"
+#: ``r:<rule>``: the requests refused, by the name of the rule that refused each.
+LEDGER_REFUSED = "r"
+#: The last refusal, in Unix ms on the store's clock.
+LEDGER_LAST_REFUSED = "t"
+#: The refusing "rule" of a request another throttle of the view refused after ours admitted it
+#: (``Storage.give_back``): no rule name has a tilde.
+OTHER_THROTTLE = "~other-throttle"
+
+
+def ledger_key(tag: str) -> str:
+    """The start of the name of each of an account's ledger hashes: ``:<hour>`` follows."""
+    return f"rlt:{{{tag}}}:u"
+
+
+def ledger_field(prefix: str, category: str) -> str:
+    """The start of the names of a key's and category's fields in a ledger hash: ``<what>`` follows."""
+    return f"{prefix}:{category}:"

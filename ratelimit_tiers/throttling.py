@@ -11,7 +11,7 @@ from django.db import DatabaseError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from ratelimit_tiers import context, key_state, view_throttles
+from ratelimit_tiers import context, key_state, tally_flush, view_throttles
 from ratelimit_tiers.algorithms import METHOD_CATEGORIES, READ, Decision
 from ratelimit_tiers.breaker import guarded
 from ratelimit_tiers.conf import conf
@@ -26,6 +26,7 @@ from ratelimit_tiers.exceptions import (
 from ratelimit_tiers.identity import KeyIdentity
 from ratelimit_tiers.local_refusals import notes
 from ratelimit_tiers.names import ACTIVE
+from ratelimit_tiers.refusal_tally import tally
 from ratelimit_tiers.refusals import fail, refuse
 from ratelimit_tiers.signals import check_quota, send_refused
 from ratelimit_tiers.storage import Unusable, get_storage
@@ -127,7 +128,14 @@ class TierRateThrottle(BaseThrottle):
     def refuse_locally(
         self, request: Request, view: Any, prefix: str, category: str, decision: Decision, tier: str
     ) -> bool:
-        """Refuse as the store did moments ago, its ``decision`` as of now: same headers, signal and log."""
+        """Refuse as the store did moments ago, its ``decision`` as of now: same headers, signal and log.
+
+        Counted in the usage ledger with the key's next store call (:mod:`~ratelimit_tiers.refusal_tally`).
+        """
+        identity = request.auth
+        if isinstance(identity, KeyIdentity):
+            tally.add(prefix, identity.account_id, category, decision)
+            tally_flush.ensure_running()
         context.attach(request._request, RateLimitContext(decision, category))
         send_refused(type(self), request._request, prefix, tier, category, decision, False)
         return self.refuse(view, decision)

@@ -17,6 +17,7 @@ from ratelimit_tiers import breaker
 from ratelimit_tiers.identity import identities
 from ratelimit_tiers.local_refusals import notes, unknown_prefixes
 from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
+from ratelimit_tiers.refusal_tally import tally
 from ratelimit_tiers.rules import parse_limit
 from ratelimit_tiers.storage.cache import CacheStorage
 from tests import postgres
@@ -170,11 +171,13 @@ def _fresh_state() -> Iterator[None]:
     identities.clear()
     notes.clear()
     unknown_prefixes.clear()
+    tally.clear()
     caches["default"].clear()
     yield
     identities.clear()
     notes.clear()
     unknown_prefixes.clear()
+    tally.clear()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ CHECK_IDS = {
     *(f"E{n:03d}" for n in range(1, 17)),
     *(f"E{n:03d}" for n in range(20, 26)),
     *(f"E{n:03d}" for n in range(30, 33)),
+    "E040",
     *("W001", "W002", "W003", "W005", "W020", "W030"),
 }
 
@@ -53,6 +54,9 @@ def test_demo_settings_are_clean(settings):
         ("POLICY_TIMEOUT", True, "E007"),
         ("STORAGE", "os.path", "E008"),
         ("STORAGE", "no.such.Module", "E008"),
+        ("LEDGER_DAYS", -1, "E040"),
+        ("LEDGER_DAYS", 1.5, "E040"),
+        ("LEDGER_DAYS", True, "E040"),
     ],
 )
 def test_bad_settings_are_errors(settings, name, value, expected):

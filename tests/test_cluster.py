@@ -7,13 +7,16 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from redis import Redis
 
+from ratelimit_tiers import tally_flush, usage
 from ratelimit_tiers.models import Account, APIKey
 from ratelimit_tiers.names import account_tag, policy_key
+from ratelimit_tiers.refusal_tally import tally
 from ratelimit_tiers.storage import get_storage
 from ratelimit_tiers.storage.cluster import close_clients, hash_tag
 from tests.conftest import RedisServer, free_port, set_rule
@@ -245,4 +248,25 @@ def test_account_pools_on_every_master_never_cross_slots(on_cluster, free_tier):
         prefixes = [APIKey.objects.create_key(account=account, name=f"k{n}")[0].prefix for n in range(3)]
         # Each key could do 60 a minute; together they get the account's 5.
         assert sum(storage.hit(p, account.pk, "read").allowed for _ in range(3) for p in prefixes) == 5
+    assert_no_errors(on_cluster)
+
+
+def test_the_usage_ledger_on_every_master(on_cluster, account):
+    keys = make_keys(account, 12, 2)
+    storage = get_storage()
+    for prefix, owner in keys:
+        for _ in range(3):
+            storage.hit(prefix, owner, "read")
+    # Refusals served from a process's memory, sent without a check (its flush).
+    prefix, owner = keys[0]
+    refusal = storage.hit(prefix, owner, "read").decision
+    tally.add(prefix, owner, "read", refusal)
+    tally.add(prefix, owner, "read", refusal)
+    assert tally_flush.flush() == 1
+    now = datetime.now(timezone.utc)
+    rows = usage.hourly(now - timedelta(hours=2), now + timedelta(hours=2))
+    assert len({node_of(on_cluster, policy_of(storage, key)) for key in keys}) == 3  # Read from each master.
+    assert sorted((row.prefix, row.admitted, row.refused) for row in rows) == sorted(
+        (prefix, 2, 4 if (prefix, owner) == keys[0] else 1) for prefix, owner in keys
+    )
     assert_no_errors(on_cluster)

@@ -38,6 +38,18 @@ RULE_WORDS = {
 }
 
 
+#: What the usage ledger's fields are made of (names.ledger_field and what follows), and Lua's pattern
+#: that splits the ledger's argument into words.
+LEDGER_WORDS = {
+    names.LEDGER_ADMITTED,
+    names.LEDGER_REFUSED + ":",
+    names.LEDGER_LAST_REFUSED,
+    names.OTHER_THROTTLE,
+    "^(%d+) (%d) (%S+)(.*)$",  # The ledger's argument (storage.redis), and the refusals it carries.
+    "(%S+) (%d+) (%d+)",
+}
+
+
 def known(literal: str) -> bool:
     word = literal.strip()
     return (
@@ -50,6 +62,7 @@ def known(literal: str) -> bool:
         or word in CATEGORIES
         or word in ALGORITHMS
         or word in COUNTER_FIELDS
+        or word in LEDGER_WORDS
         or re.fullmatch(r"[A-Z]+", word) is not None  # A Redis command or option.
         or re.fullmatch(r"u48|#\d*", word) is not None  # BITFIELD's type and offsets.
         or re.fullmatch(r">(I6)+", word) is not None  # The same u48 slots, packed (Lua's struct).
@@ -97,6 +110,8 @@ def test_store_key_names():
     assert names.counter_key(base, "all-day", names.QUOTA_KIND, 1000) == "rlt:{a7}:abc:read:all-day:q:1000"
     assert names.used_key("abc") == "rlt:{abc}:used"
     assert names.client_bucket("10.0.0.1") == "ip:10.0.0.1"
+    assert names.ledger_key(tag) == "rlt:{a7}:u"  # ":<hour>" follows: the account's slot, no key's prefix.
+    assert names.ledger_field("abc", "read") == "abc:read:"
 
 
 def test_the_calendars_are_the_scripts_quota_kinds():

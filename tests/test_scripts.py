@@ -35,11 +35,22 @@ from ratelimit_tiers.algorithms import (
     quota_decide,
 )
 from ratelimit_tiers.errors import CostExceedsLimit
-from ratelimit_tiers.names import ACTIVE, POOL, counter_base, counter_key, generation_key, policy_key
+from ratelimit_tiers.names import (
+    ACTIVE,
+    POOL,
+    counter_base,
+    counter_key,
+    generation_key,
+    ledger_key,
+    policy_key,
+)
 from ratelimit_tiers.policies import Policy, kind
 from ratelimit_tiers.rules import ACCOUNT, DAY, Rule
 from ratelimit_tiers.storage.base import Verdict
 from ratelimit_tiers.storage.redis import SCRIPT, SCRIPT_SHA, RedisStorage, flatten
+
+#: What the ledger counts in these checks: nothing (the ledger has tests of its own).
+LEDGER_OFF = ""
 
 pytestmark = pytest.mark.redis
 
@@ -73,6 +84,7 @@ class Schedule:
             generation_key(tag, prefix),
             counter_base(tag, prefix, READ),
             counter_base(tag, POOL, READ),
+            ledger_key(tag),
         ]
         self.state: dict[str, object] = {}  # The reference's state per counter key.
         self.log: list[tuple[bool, int, Verdict | str]] = []
@@ -102,7 +114,7 @@ class Schedule:
             self.change_rules()
         charge, cost = self.rng.random() < 0.75, self.rng.choice(COSTS)
         bounds = day_bounds(round(time.time() * 1000))
-        args = (READ, "1" if charge else "0", cost, *bounds, *self.install)
+        args = (READ, "1" if charge else "0", cost, *bounds, LEDGER_OFF, *self.install)
         self.install = ()
         reply = client.evalsha(self.sha, len(self.keys), *self.keys, *args)
         try:

@@ -114,8 +114,9 @@ costed_requests = st.lists(
 
 
 def counters(cache):
-    # LocMem's own store: the counts above zero, not the policy kept beside them.
-    found = {key: pickle.loads(value) for key, value in cache._cache.items() if ":read:" in key}
+    # LocMem's own store: the counts above zero, not the policy kept beside them nor the usage ledger.
+    items = cache._cache.items()
+    found = {key: pickle.loads(value) for key, value in items if ":read:" in key and ":u:" not in key}
     return {key: count for key, count in found.items() if count}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, TypeAlias
 from zoneinfo import ZoneInfo
@@ -13,8 +13,10 @@ from zoneinfo import ZoneInfo
 from ratelimit_tiers.algorithms import Decision, Rate, headline
 from ratelimit_tiers.conf import conf
 from ratelimit_tiers.errors import wrap_errors as wrap_errors  # Where the storages find it.
+from ratelimit_tiers.ledger import Counts, LedgerScope, Refusals, Slot
 from ratelimit_tiers.names import ACTIVE
 from ratelimit_tiers.names import generation_key as generation_key  # Where redis.py finds it.
+from ratelimit_tiers.refusal_tally import TallyKey
 from ratelimit_tiers.rules import CALENDARS, period_bounds
 
 
@@ -159,4 +161,17 @@ class Storage(ABC):
         ``name`` must not look like a key prefix (use a ``"kind:"`` start).
         Returns ``None`` when this storage cannot count such buckets.
         """
+        return None
+
+    def read_ledger(self, scopes: Sequence[LedgerScope], hours: Sequence[int]) -> dict[Slot, Counts]:
+        """The usage ledger's counts of these accounts in these UTC hours, those the store still keeps.
+
+        :meth:`hit` counts each request it decides on in the ledger (``RATELIMIT_TIERS_LEDGER_DAYS``),
+        by key, category and hour: admitted, or refused by a rule; :meth:`give_back` moves an
+        admission to the refusals. Only slots with a request are returned. The default: no ledger.
+        """
+        return {}
+
+    def add_refusals(self, key: TallyKey, refusals: Sequence[Refusals]) -> None:
+        """Add to the ledger refusals served without the store (``refusal_tally``). The default drops them."""
         return None

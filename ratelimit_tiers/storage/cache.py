@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from django.core.cache import BaseCache, caches
 
 from ratelimit_tiers.algorithms import READ, Decision, Rate, counter_decide, quota_decide
+from ratelimit_tiers.conf import conf
 from ratelimit_tiers.errors import CostExceedsLimit, StorageUnavailable
+from ratelimit_tiers.ledger import Counts, LedgerScope, Refusals, Slot
 from ratelimit_tiers.names import (
     ACTIVE,
     COUNTER_KIND,
@@ -23,6 +25,7 @@ from ratelimit_tiers.names import (
     policy_key,
 )
 from ratelimit_tiers.policies import Policy, load_policy
+from ratelimit_tiers.refusal_tally import TallyKey, tally
 from ratelimit_tiers.rules import ACCOUNT, KEY, Rule
 from ratelimit_tiers.storage.base import (
     GENERATION_TIMEOUT,
@@ -36,6 +39,7 @@ from ratelimit_tiers.storage.base import (
     stamp_ms,
     wrap_errors,
 )
+from ratelimit_tiers.storage.cache_ledger import CacheLedger
 
 
 class CacheStorage(Storage):
@@ -60,8 +64,24 @@ class CacheStorage(Storage):
     def cache(self) -> BaseCache:
         return caches[self.alias]
 
+    @property
+    def ledger(self) -> CacheLedger:
+        return CacheLedger(self.cache)
+
     def hit(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
-        return self._check(prefix, account, category, cost, charge=True)
+        carried = tally.take(prefix, account, category) if tally else ()
+        if carried:  # Refusals this process served for the key: into the ledger with this check.
+            self.add_refusals(TallyKey(prefix, account, category), carried)
+        outcome = self._check(prefix, account, category, cost, charge=True)
+        if isinstance(outcome, Verdict) and conf.LEDGER_DAYS:
+            # As the clients see it: a shadow-mode refusal got through.
+            through = outcome.allowed or outcome.shadow or conf.SHADOW
+            decision = outcome.decision
+            refused_by = None if through or decision is None else decision.policy
+            now = round(decision.now * 1000) if decision is not None else int(self.timer() * 1000)
+            with wrap_errors():
+                self.ledger.count(account, prefix, category, now, refused_by)
+        return outcome
 
     def peek(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
         return self._check(prefix, account, category, cost, charge=False)
@@ -133,6 +153,7 @@ class CacheStorage(Storage):
         bases = {KEY: counter_base(tag, prefix, category), ACCOUNT: counter_base(tag, POOL, category)}
         given = False
         with wrap_errors():
+            self.ledger.give_back(account, prefix, category, now)
             for rule in policy.applicable(category):
                 # The admission's counter, whether it is still the current one or now the previous.
                 try:
@@ -141,6 +162,14 @@ class CacheStorage(Storage):
                 except ValueError:  # Expired or evicted since.
                     pass
         return given
+
+    def read_ledger(self, scopes: Sequence[LedgerScope], hours: Sequence[int]) -> dict[Slot, Counts]:
+        with wrap_errors():
+            return self.ledger.read(scopes, hours)
+
+    def add_refusals(self, key: TallyKey, refusals: Sequence[Refusals]) -> None:
+        with wrap_errors():
+            self.ledger.add_refusals(key.account, key.prefix, key.category, refusals)
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
         now = int(self.timer() * 1000)

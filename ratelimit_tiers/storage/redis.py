@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,9 @@ from django.core.cache import caches
 from redis.exceptions import NoScriptError
 
 from ratelimit_tiers.algorithms import READ, Decision, Rate
+from ratelimit_tiers.conf import conf
 from ratelimit_tiers.errors import CostExceedsLimit, StorageUnavailable
+from ratelimit_tiers.ledger import Counts, LedgerScope, Refusals, Slot, carried_words, parse_hash
 from ratelimit_tiers.names import (
     ACTIVE,
     COST,
@@ -25,9 +27,12 @@ from ratelimit_tiers.names import (
     counter_base,
     counter_key,
     generation_key,
+    ledger_field,
+    ledger_key,
     policy_key,
 )
 from ratelimit_tiers.policies import Policy, load_policy
+from ratelimit_tiers.refusal_tally import TallyKey, tally
 from ratelimit_tiers.rules import KEY, Rule
 from ratelimit_tiers.storage import base
 from ratelimit_tiers.storage.backends import redis_client
@@ -43,10 +48,17 @@ def assemble(*parts: str) -> bytes:
     return b"\n".join((SCRIPTS / f"{part}.lua").read_bytes() for part in parts)
 
 
-#: The check: the policy, the three kinds of counter, and the entry that picks them.
-SCRIPT = assemble("policy", "counter", "exact", "quota", "hit")
+#: The check: the policy, the three kinds of counter, the usage ledger, and the entry that picks them.
+SCRIPT = assemble("policy", "counter", "exact", "quota", "ledger", "hit")
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1.
-GIVE_BACK_SCRIPT = assemble("policy", "counter", "exact", "quota", "give_back").decode()
+GIVE_BACK_SCRIPT = assemble("policy", "counter", "exact", "quota", "ledger", "give_back").decode()
+#: Refusals served without the store, that no check carried, into the ledger (``refusal_tally``).
+TALLY_SCRIPT = assemble("ledger", "tally").decode()
+
+#: The position in a check's ARGV of what the ledger counts (``ledger.lua``).
+LEDGER_ARG = 9
+#: Ledger hashes read per pipeline.
+READ_BATCH = 1000
 
 #: Checks whose encoded script call each storage keeps: (API key, category, cost, hit or peek).
 CALL_CACHE_SIZE = 8192
@@ -95,7 +107,19 @@ class RedisStorage(Storage):
         return caches[self.alias].make_key
 
     def hit(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
-        return self._check(prefix, account_tag(account), category, cost, charge=True)
+        carried = tally.take(prefix, account, category) if tally else ()
+        if not carried:
+            return self._check(prefix, account_tag(account), category, cost, charge=True)
+        # Refusals this process served for the key: counted by this script call too.
+        key = TallyKey(prefix, account, category)
+        try:
+            outcome = self._check(prefix, account_tag(account), category, cost, charge=True, carried=carried)
+        except CostExceedsLimit:
+            tally.restore(key, carried)  # The script stopped before the ledger: they are sent later.
+            raise
+        if not isinstance(outcome, Verdict):
+            tally.restore(key, carried)
+        return outcome
 
     def peek(self, prefix: str, account: int, category: str, cost: int = 1) -> Outcome:
         return self._check(prefix, account_tag(account), category, cost, charge=False)
@@ -134,7 +158,8 @@ class RedisStorage(Storage):
 
     def give_back(self, prefix: str, account: int, category: str, cost: int, decision: Decision) -> bool:
         call = self._build_check_call(prefix, account_tag(account), category, cost, True, ())
-        args = [category, base.stamp_ms(decision), cost, *self.calendar.bounds()]
+        spec = self._ledger_spec(prefix, category)
+        args = [category, base.stamp_ms(decision), cost, *self.calendar.bounds(), spec]
         with wrap_errors():
             # Rare (another throttle refused): the client's own script call is fast enough.
             script = self.client().register_script(GIVE_BACK_SCRIPT)
@@ -142,7 +167,7 @@ class RedisStorage(Storage):
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
         # The bucket carries its own policy, installed by the same script call.
-        call = self._build_check_call(name, name, READ, 1, True, self.calendar.bounds())
+        call = self._build_check_call(name, name, READ, 1, True, self.calendar.bounds(), ledger=False)
         policy = Policy(ACTIVE, rules=(Rule(rate.limit, rate.window),))
         # No eviction ever sets an ad-hoc bucket's generation: it is always "".
         reply = self._run(self._with_policy(call, "", policy))
@@ -150,8 +175,58 @@ class RedisStorage(Storage):
         assert verdict.decision is not None  # One rule: one decision.
         return verdict.decision
 
-    def _check(self, prefix: str, tag: str, category: str, cost: int, *, charge: bool) -> Outcome:
+    def read_ledger(self, scopes: Sequence[LedgerScope], hours: Sequence[int]) -> dict[Slot, Counts]:
+        names = [
+            (scope.account, hour, f"{self.make_key(ledger_key(account_tag(scope.account)))}:{hour}")
+            for scope in scopes
+            for hour in hours
+        ]
+        found: dict[Slot, Counts] = {}
+        with wrap_errors():
+            client = self.client()
+            for start in range(0, len(names), READ_BATCH):
+                batch = names[start : start + READ_BATCH]
+                # One command per hash: an account's hashes share its slot, others' may be elsewhere.
+                pipe = client.pipeline(transaction=False)
+                for _account, _hour, key in batch:
+                    pipe.hgetall(key)
+                for (account, hour, _key), fields in zip(batch, pipe.execute(), strict=True):
+                    found.update(parse_hash(hour, account, fields))
+        return found
+
+    def add_refusals(self, key: TallyKey, refusals: Sequence[Refusals]) -> None:
+        spec = self._ledger_spec(key.prefix, key.category)
+        if not spec or not refusals:
+            return
+        with wrap_errors():
+            script = self.client().register_script(TALLY_SCRIPT)
+            script(
+                keys=[self.make_key(ledger_key(account_tag(key.account)))],
+                args=[f"{spec} {carried_words(refusals)}"],
+            )
+
+    def _ledger_spec(self, prefix: str, category: str) -> str:
+        """What ``ledger.lua`` counts a check of the key in (its retention, shadow setting, field), or ""."""
+        days = conf.LEDGER_DAYS
+        if not days:
+            return ""
+        return f"{days * 86400} {'1' if conf.SHADOW else '0'} {ledger_field(prefix, category)}"
+
+    def _check(
+        self,
+        prefix: str,
+        tag: str,
+        category: str,
+        cost: int,
+        *,
+        charge: bool,
+        carried: Sequence[Refusals] = (),
+    ) -> Outcome:
         call = self._check_call(prefix, tag, category, cost, charge, self.calendar.bounds())
+        if carried and call.args[LEDGER_ARG]:
+            args = list(call.args)
+            args[LEDGER_ARG] = f"{args[LEDGER_ARG]} {carried_words(carried)}"
+            call = ScriptCall.of(SCRIPT_SHA, call.keys, args)
         reply = self._run(call)
         attempts = 0
         while reply.startswith(b"miss"):
@@ -166,15 +241,25 @@ class RedisStorage(Storage):
         return self._outcome(reply, cost)
 
     def _build_check_call(
-        self, prefix: str, tag: str, category: str, cost: int, charge: bool, bounds: tuple[int, ...]
+        self,
+        prefix: str,
+        tag: str,
+        category: str,
+        cost: int,
+        charge: bool,
+        bounds: tuple[int, ...],
+        ledger: bool = True,
     ) -> ScriptCall:
         keys = [
             self.make_key(policy_key(tag, prefix)),
             self.make_key(generation_key(tag, prefix)),
             self.make_key(counter_base(tag, prefix, category)),
             self.make_key(counter_base(tag, POOL, category)),
+            self.make_key(ledger_key(tag)),
         ]
-        return ScriptCall.of(SCRIPT_SHA, keys, [category, "1" if charge else "0", cost, *bounds])
+        # Peeks count nothing, nor do ad-hoc buckets (they are no API key's).
+        spec = self._ledger_spec(prefix, category) if charge and ledger else ""
+        return ScriptCall.of(SCRIPT_SHA, keys, [category, "1" if charge else "0", cost, *bounds, spec])
 
     def _with_policy(self, call: ScriptCall, generation: str, policy: Policy) -> ScriptCall:
         """The call with ``policy`` to install under ``generation``."""

@@ -9,8 +9,11 @@
 -- ARGV[2]  the "now_ms" hit.lua reported for the admission
 -- ARGV[3]  its cost
 -- ARGV[4..9] the day, week and month hit.lua counted it in: start and end (ms)
+-- ARGV[10] as for hit.lua: the ledger moves the admission to the refusals
 --
 -- Returns how many rules gave it back.
+
+ledger_give_back(KEYS[5], ARGV[10], tonumber(ARGV[2]))
 
 local policy = read_policy(ARGV[1])
 if not policy then

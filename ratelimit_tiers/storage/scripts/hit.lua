@@ -6,13 +6,15 @@
 -- KEYS[2]  the policy's generation: a token each eviction replaces (Storage.forget)
 -- KEYS[3]  where the key's own counters of the category live (names.counter_base)
 -- KEYS[4]  where the account's shared counters of the category live
+-- KEYS[5]  the account's usage ledger (ledger.lua)
 -- ARGV[1]  endpoint category
 -- ARGV[2]  "1" to count an admitted request, "0" to only look
 -- ARGV[3]  the request's cost
 -- ARGV[4..9] the current day, week and month: start and end of each (ms), for quotas
--- ARGV[10] with a policy to install: the generation "miss" reported before it was loaded
--- ARGV[11] its time-to-live (ms)
--- ARGV[12..] its field/value pairs
+-- ARGV[10] what the ledger counts ("" nothing; see ledger.lua)
+-- ARGV[11] with a policy to install: the generation "miss" reported before it was loaded
+-- ARGV[12] its time-to-live (ms)
+-- ARGV[13..] its field/value pairs
 --
 -- Returns the state when the key cannot be used ("miss <generation>" when no
 -- policy is installed; "cost <count> <rule>" when the cost is more than a rule's
@@ -27,8 +29,8 @@
 
 local category, charge, cost = ARGV[1], ARGV[2] == "1", tonumber(ARGV[3])
 
-if #ARGV > 10 then
-  install_policy(ARGV[10], 12, ARGV[11])
+if #ARGV > 11 then
+  install_policy(ARGV[11], 13, ARGV[12])
 end
 
 local policy = read_policy(category)
@@ -117,6 +119,8 @@ if admitted == 1 and charge then
     results[i] = {charge_rule(rules[i], results[i])}
   end
 end
+
+ledger_count(KEYS[5], ARGV[10], now, admitted, policy[3], rules, results)
 
 local lines = {string.format("%d %d %s %d", admitted, now, policy[3], last)}
 for i, rule in ipairs(rules) do
