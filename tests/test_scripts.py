@@ -251,7 +251,8 @@ def test_an_admission_reads_each_rule_once(client):
     for hit in range(3):
         install, schedule.install = schedule.install, ()
         client.config_resetstat()
-        reply = client.evalsha(SCRIPT_SHA, 4, *schedule.keys, READ, "1", 1, *bounds, *install)
+        args = (READ, "1", 1, *bounds, LEDGER_OFF, *install)
+        reply = client.evalsha(SCRIPT_SHA, len(schedule.keys), *schedule.keys, *args)
         stats = client.info("stats")
         verdict = RedisStorage._outcome(reply, 1)
         assert isinstance(verdict, Verdict)
