@@ -48,11 +48,13 @@ def totals(today: date | None = None) -> Totals:
     today = today or datetime.now(timezone.utc).date()
     first = DailyUsage.objects.aggregate(first=Min("day"))["first"] or today
     since = min(first, today - timedelta(days=conf.LEDGER_DAYS))
+    # Until tomorrow: the store's clock may be a little ahead of this server's.
+    rows = usage.daily(since, today + timedelta(days=1))
+    # Read after the rows: an account they name was created before (unless deleted since).
     tiers: dict[int | None, str] = dict(Account.objects.values_list("pk", "tier__name"))
     admitted: dict[tuple[str, str], int] = {}
     refused: dict[tuple[str, str, str], int] = {}
-    # Until tomorrow: the store's clock may be a little ahead of this server's.
-    for row in usage.daily(since, today + timedelta(days=1)):
+    for row in rows:
         tier = tiers.get(row.account_id, "")
         admitted[tier, row.category] = admitted.get((tier, row.category), 0) + row.admitted
         by_rule = dict(row.refused_by)
