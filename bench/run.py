@@ -218,7 +218,8 @@ def make_floor_as_sent_by_ours() -> Callable[[int], Callable[[], object]]:
     from ratelimit_tiers.storage import get_storage
     from ratelimit_tiers.storage.transport import encode_command
 
-    sha = get_redis_connection("default").script_load("return 1")
+    # A bulk-string reply, as our script's: the kept connections read nothing else (transport.read_bulk).
+    sha = get_redis_connection("default").script_load("return '1'")
     command, send = encode_command("EVALSHA", sha, 0), get_storage().transport.send  # type: ignore[attr-defined]
     return lambda limit: lambda: send(command)
 

@@ -29,3 +29,8 @@ class RatelimitTiersConfig(AppConfig):
         if importlib.util.find_spec("drf_spectacular") is not None:
             # drf-spectacular is optional: imported only when it is installed.
             from ratelimit_tiers import openapi  # noqa: F401 - registers the schema extension.
+        if importlib.util.find_spec("prometheus_client") is not None:
+            # prometheus_client is optional: the ledger's metrics exist only when it is installed.
+            from ratelimit_tiers import metrics
+
+            metrics.register()

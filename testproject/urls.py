@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
@@ -22,3 +24,9 @@ urlpatterns = [
     path("api/whoami/unthrottled/", UnthrottledWhoAmIView.as_view(), name="whoami-unthrottled"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
+
+if importlib.util.find_spec("prometheus_client") is not None:
+    # The usage ledger's Prometheus metrics (ratelimit_tiers.metrics), when prometheus_client is installed.
+    from testproject.metrics import metrics
+
+    urlpatterns.append(path("metrics", metrics, name="metrics"))

@@ -137,6 +137,12 @@ class ProjectServer:
         return (self.directory / "server.log").read_text(errors="replace")[-5000:]
 
 
+def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` with ``args`` in a new Python process at the repository's root (60 s at most)."""
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
 @dataclass(frozen=True)
 class Sample:
     started: float  # time.monotonic()

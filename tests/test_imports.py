@@ -18,8 +18,9 @@ INSIDE_FUNCTIONS = {
     # AppConfig.ready: models cannot be imported while Django populates the app registry.
     ("apps.py", "ratelimit_tiers.checks"),
     ("apps.py", "ratelimit_tiers.invalidation"),
-    # Optional dependencies: drf-spectacular, redis-py.
+    # Optional dependencies: drf-spectacular, prometheus_client, redis-py.
     ("apps.py", "ratelimit_tiers.openapi"),
+    ("apps.py", "ratelimit_tiers.metrics"),
     ("checks.py", "ratelimit_tiers.storage.eviction"),
 }
 

@@ -9,7 +9,9 @@ read from the Redis server's clock; the reference decides with that same
 ``now`` (and, for an exact-mode admission, the stamp the script wrote, read
 back from its ring), and the two must agree on every rule's decision:
 allowed, limit, window, remaining and reset, and on the whole: a request is
-admitted only if every rule admits it, and a refusal counts in no rule.
+admitted only if every rule admits it, and a refusal counts in no rule. Exact
+rings this small are read whole (exact.lua); a second run reads them slot by
+slot, as it reads rings above ``EXACT_WHOLE``.
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ def day_bounds(now_ms: int) -> tuple[int, ...]:
 class Schedule:
     """One key's checks, with the reference's state of each rule beside the script's."""
 
-    def __init__(self, number: int, algorithm: str, rng: random.Random) -> None:
-        self.algorithm, self.rng = algorithm, rng
+    def __init__(self, number: int, algorithm: str, rng: random.Random, sha: str = SCRIPT_SHA) -> None:
+        self.algorithm, self.rng, self.sha = algorithm, rng, sha
         tag, prefix = f"t{number}", f"p{number}"
         self.keys = [
             policy_key(tag, prefix),
@@ -114,7 +116,7 @@ class Schedule:
         bounds = day_bounds(round(time.time() * 1000))
         args = (READ, "1" if charge else "0", cost, *bounds, LEDGER_OFF, *self.install)
         self.install = ()
-        reply = client.evalsha(SCRIPT_SHA, len(self.keys), *self.keys, *args)
+        reply = client.evalsha(self.sha, len(self.keys), *self.keys, *args)
         try:
             verdict = RedisStorage._outcome(reply, cost)
         except CostExceedsLimit as exc:
@@ -179,6 +181,11 @@ class Schedule:
         return int.from_bytes(ring[newest * SLOT : (newest + 1) * SLOT], "big")
 
 
+#: The script with every exact ring read slot by slot, as rings above exact.lua's EXACT_WHOLE are.
+WHOLE = b"local EXACT_WHOLE = 64\n"
+BY_SLOT = SCRIPT.replace(WHOLE, b"local EXACT_WHOLE = 0\n")
+
+
 @pytest.fixture
 def client(redis_server):
     client = Redis.from_url(redis_server.url)
@@ -188,12 +195,18 @@ def client(redis_server):
     client.close()
 
 
-@pytest.mark.parametrize("algorithm", [EXACT, COUNTER])
-def test_the_script_decides_as_the_reference(client, algorithm):
+def test_rings_are_read_slot_by_slot_above_a_size():
+    assert SCRIPT.count(WHOLE) == 1
+    assert max(COUNTS) <= 64  # This test's rings are read whole, unless the script is BY_SLOT.
+
+
+@pytest.mark.parametrize(("algorithm", "reads"), [(EXACT, "whole"), (COUNTER, "whole"), (EXACT, "by slot")])
+def test_the_script_decides_as_the_reference(client, algorithm, reads):
+    sha = client.script_load(BY_SLOT if reads == "by slot" else SCRIPT)
     seed = random.randrange(2**32)
     print(f"seed {seed}")  # Shown if the test fails: random.Random(seed) replays its plan.
     rng = random.Random(seed)
-    schedules = [Schedule(n, algorithm, random.Random(rng.random())) for n in range(SCHEDULES)]
+    schedules = [Schedule(n, algorithm, random.Random(rng.random()), sha) for n in range(SCHEDULES)]
     # Each schedule's steps at its own random gaps, all interleaved in time order:
     # the sleeps that let windows pass are shared by every schedule.
     due = [(0.0, n) for n in range(SCHEDULES)]
@@ -221,3 +234,29 @@ def test_the_script_decides_as_the_reference(client, algorithm):
     assert any(not v.allowed and any(d.allowed for d in v.decisions) for charge, _, v in verdicts if charge)
     assert any(isinstance(v, str) for s in schedules for _, _, v in s.log)  # Costs beyond a rule's count.
     assert any(d.quota for _, _, v in verdicts for d in v.decisions)
+
+
+def test_an_admission_reads_each_rule_once(client):
+    """The script decides on every rule before it charges any, and charges from what it read."""
+    rules = (
+        Rule(10, window=1, algorithm=EXACT),  # A ring read whole.
+        Rule(100, window=10, algorithm=EXACT),  # A ring read by its header and slots.
+        Rule(1000, window=60, algorithm=COUNTER),
+        Rule(100_000, calendar=DAY),
+    )
+    schedule = Schedule(0, EXACT, random.Random(0))
+    schedule.rules = rules
+    schedule.install = ("", 60_000, *flatten(Policy(ACTIVE, rules=rules).to_fields()))
+    bounds = day_bounds(round(time.time() * 1000))
+    for hit in range(3):
+        install, schedule.install = schedule.install, ()
+        client.config_resetstat()
+        args = (READ, "1", 1, *bounds, LEDGER_OFF, *install)
+        reply = client.evalsha(SCRIPT_SHA, len(schedule.keys), *schedule.keys, *args)
+        stats = client.info("stats")
+        verdict = RedisStorage._outcome(reply, 1)
+        assert isinstance(verdict, Verdict)
+        assert verdict.allowed
+        assert [d.remaining for d in verdict.decisions] == [r.count - hit - 1 for r in rules]
+    # Every read of a key counts as a hit or a miss: the policy hash, then each rule's counter once.
+    assert stats["keyspace_hits"] + stats["keyspace_misses"] == 1 + len(rules)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 import time
 
@@ -38,7 +36,7 @@ from ratelimit_tiers.storage.transport import KEPT_CONNECTIONS, encode_command
 from ratelimit_tiers.throttling import TierRateThrottle
 from testproject.views import ItemViewSet
 from tests.conftest import URL, clear_of_minute_edge
-from tests.processes import ROOT
+from tests.processes import run_python
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db]
 
@@ -529,14 +527,7 @@ print(type(storage).__name__, [storage.hit_rate("ip:test", Rate(2, 60)).allowed 
 
 
 def test_djangos_own_redis_cache_needs_no_django_redis(builtin_redis_cache):
-    result = subprocess.run(
-        [sys.executable, "-c", NO_DJANGO_REDIS, builtin_redis_cache],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(NO_DJANGO_REDIS, builtin_redis_cache)
     assert result.stdout.strip() == "RedisStorage [True, True, False]", result.stderr
 
 

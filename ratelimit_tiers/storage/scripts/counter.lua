@@ -3,9 +3,52 @@
 --
 -- Its key is a hash {w = fixed window index, c = current count, p = previous count}.
 
+-- Milliseconds until there is room for `room` requests (at most `limit` per
+-- `window`), if none come meanwhile, `elapsed` ms into a window that counts
+-- `count` after one that counted `previous`. Mirrors algorithms.counter_wait.
+local function counter_wait(window, limit, previous, elapsed, count, room)
+  if count + room <= limit then
+    -- Still in this window, once the previous window has decayed enough.
+    local decayed = 0
+    if previous > 0 then
+      decayed = math.ceil(window * (previous - limit + room + count) / previous)
+    end
+    return math.max(decayed - elapsed, 1)
+  end
+  -- In the next window, where this window's count becomes the decaying one.
+  return window - elapsed + math.ceil(window * (count - limit + room) / count)
+end
+
+-- The reset (ms) of `remaining` with `count` in window `index` at `now`: when
+-- `remaining` next grows (never, while it is the limit).
+local function counter_reset(now, window, limit, index, previous, count, remaining)
+  if remaining < limit then
+    return counter_wait(window, limit, previous, now - index * window, count, remaining + 1)
+  end
+  return 0
+end
+
+-- Count the admission of `cost` that counter_check decided at `now` (ms)
+-- without counting, from what it read: the window `index`, its `current` and
+-- `previous` counts (as they stand in that window), their weighted sum, and
+-- whether the key held an older window (`moved`). No read of its own: a rule
+-- is read once per check (hit.lua). Returns 1, remaining and reset (ms).
+local function counter_charge(key, now, window, limit, cost, index, current, previous, weighted, moved)
+  redis.call("HSET", key, "w", index, "c", current + cost, "p", previous)
+  if moved then
+    -- A new key or window: the key lives until the next window ends,
+    -- while its count weighs as "previous". Later hits keep that expiry.
+    redis.call("PEXPIREAT", key, (index + 2) * window)
+  end
+  local remaining = math.floor(limit - weighted - cost)
+  return 1, remaining, counter_reset(now, window, limit, index, previous, current + cost, remaining)
+end
+
 -- Decide on a request of `cost` at `now` (ms) under `limit` per `window` (ms),
 -- counting it if `charge` and admitted. Returns allowed (1 or 0), remaining and
--- reset (ms).
+-- reset (ms); on an admission not counted, also what counter_charge needs to
+-- count it later: the window's index, its current and previous counts, their
+-- weighted sum, and whether the key held an older window.
 local function counter_check(key, now, window, limit, cost, charge)
   local index = math.floor(now / window)
   local state = redis.call("HMGET", key, "w", "c", "p")
@@ -18,41 +61,16 @@ local function counter_check(key, now, window, limit, cost, charge)
   end
   local elapsed = now - index * window
   local weighted = previous * (window - elapsed) / window + current
-  -- Milliseconds until there is room for `room` requests (at most the limit),
-  -- if none come meanwhile, with `count` in this window. Mirrors algorithms.counter_wait.
-  local function wait(count, room)
-    if count + room <= limit then
-      -- Still in this window, once the previous window has decayed enough.
-      local decayed = 0
-      if previous > 0 then
-        decayed = math.ceil(window * (previous - limit + room + count) / previous)
-      end
-      return math.max(decayed - elapsed, 1)
-    end
-    -- In the next window, where this window's count becomes the decaying one.
-    return window - elapsed + math.ceil(window * (count - limit + room) / count)
-  end
   if weighted + cost > limit then
-    return 0, math.max(0, math.floor(limit - weighted)), wait(current, cost)
+    local wait = counter_wait(window, limit, previous, elapsed, current, cost)
+    return 0, math.max(0, math.floor(limit - weighted)), wait
+  end
+  if charge then
+    return counter_charge(key, now, window, limit, cost, index, current, previous, weighted, seen ~= index)
   end
   local remaining = math.floor(limit - weighted)
-  local count = current
-  if charge then
-    redis.call("HSET", key, "w", index, "c", current + cost, "p", previous)
-    if seen ~= index then
-      -- A new key or window: the key lives until the next window ends,
-      -- while its count weighs as "previous". Later hits keep that expiry.
-      redis.call("PEXPIREAT", key, (index + 2) * window)
-    end
-    remaining = math.floor(limit - weighted - cost)
-    count = current + cost
-  end
-  -- The reset is when `remaining` next grows (never, while it is the limit).
-  local reset = 0
-  if remaining < limit then
-    reset = wait(count, remaining + 1)
-  end
-  return 1, remaining, reset
+  local reset = counter_reset(now, window, limit, index, previous, current, remaining)
+  return 1, remaining, reset, index, current, previous, weighted, seen ~= index
 end
 
 -- Uncount the admission of `cost` counter_check counted at `now` (ms). Returns

@@ -20,9 +20,10 @@
 -- policy is installed; "cost <count> <rule>" when the cost is more than a rule's
 -- count), else the decision on every rule the category meets, as lines:
 --   "<allowed> <now_ms> <shadow> <rules>"
---   "<allowed> <limit> <window_ms> <remaining> <reset_ms> <quota> <rule name>" per rule
+--   "<allowed> <remaining> <reset_ms> <limit> <window_ms> <quota> <rule name>" per rule
 --   "<tier>"
--- so a refusal needs no second round trip. A request is admitted only if every
+-- so a refusal needs no second round trip. What a rule's line ends with is the
+-- same on every check of the rule: storage/redis.py parses it once. A request is admitted only if every
 -- rule admits it, and a refused one writes nothing: the rules are checked before
 -- any is charged. Every key written carries an expiry.
 
@@ -62,36 +63,60 @@ end
 -- Quotas: the index in ARGV of each calendar's period start (its end follows).
 local CALENDAR = {d = 4, w = 6, m = 8}
 
+-- Decide on `rule`, charging it if `charged` and admitted: allowed, remaining
+-- and reset (ms), then, on an admission not charged, what the rule's part read
+-- (see charge_rule). The rule keeps its counter's key, as rule[6].
 local function check(rule, charged)
-  local kind, window, count, name = rule[1], rule[2], rule[4], rule[5]
+  local kind, window, count, at = rule[1], rule[2], rule[4], CALENDAR[rule[1]]
   local base = KEYS[3]
   if rule[3] == "a" then
     base = KEYS[4]
   end
-  local key = base .. ":" .. name .. ":"
+  local key = base .. ":" .. rule[5] .. ":"
+  if at then
+    key = key .. "q:" .. ARGV[at]
+  else
+    key = key .. kind -- The kind is the key's: "e" an exact ring, "c" a counter.
+  end
+  rule[6] = key
   if kind == "e" then
     -- At most algorithms.EXACT_MAX_LIMIT: policies.kind chose the counter above it.
-    return exact_check(key .. "e", now, stamp, window, count, cost, charged)
+    return exact_check(key, now, stamp, window, count, cost, charged)
   elseif kind == "c" then
-    return counter_check(key .. "c", now, window, count, cost, charged)
+    return counter_check(key, now, window, count, cost, charged)
   end
-  local at = CALENDAR[kind]
-  return quota_check(key .. "q:" .. ARGV[at], now, tonumber(ARGV[at + 1]), count, cost, charged)
+  return quota_check(key, now, tonumber(ARGV[at + 1]), count, cost, charged)
+end
+
+-- Charge `rule`, which check admitted without charging, from what it read
+-- then (`looked`, check's results): each rule's state is read once per check.
+local function charge_rule(rule, looked)
+  local kind, window, count, key = rule[1], rule[2], rule[4], rule[6]
+  if kind == "e" then
+    -- The remaining count is the ring's expired slots.
+    return exact_charge(key, now, stamp, window, count, cost, looked[2], looked[4], looked[5], looked[6])
+  elseif kind == "c" then
+    return counter_charge(
+      key, now, window, count, cost, looked[4], looked[5], looked[6], looked[7], looked[8]
+    )
+  end
+  return quota_charge(key, now, tonumber(ARGV[CALENDAR[kind] + 1]), count, cost, looked[4])
 end
 
 -- Only the last rule may charge on the first pass, and only once every other
--- admitted: a refusal, by any rule, writes nothing. Then the others are charged.
+-- admitted: a refusal, by any rule, writes nothing. Then the others are
+-- charged, from what the first pass read.
 local results, admitted, last = {}, 1, #rules
 for i, rule in ipairs(rules) do
-  local allowed, remaining, reset = check(rule, charge and admitted == 1 and i == last)
-  results[i] = {allowed, remaining, reset}
-  if allowed == 0 then
+  local result = {check(rule, charge and admitted == 1 and i == last)}
+  results[i] = result
+  if result[1] == 0 then
     admitted = 0
   end
 end
 if admitted == 1 and charge then
   for i = 1, last - 1 do
-    results[i] = {check(rules[i], true)}
+    results[i] = {charge_rule(rules[i], results[i])}
   end
 end
 
@@ -105,7 +130,7 @@ for i, rule in ipairs(rules) do
   end
   local result = results[i]
   lines[i + 1] = string.format(
-    "%d %d %d %d %d %d %s", result[1], rule[4], window, result[2], result[3], quota, rule[5]
+    "%d %d %d %d %d %d %s", result[1], result[2], result[3], rule[4], window, quota, rule[5]
   )
 end
 lines[#lines + 1] = policy[4] or ""
