@@ -9,6 +9,7 @@ anything (the admin works offline). Screenshots land in ``artifacts/screenshots/
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -146,6 +147,30 @@ def test_charts_and_throttled_most_after_load_with_no_request_but_to_the_server(
     ]
     assert "Initech" not in page.locator("#content-main").inner_text()
     page.screenshot(path=str(SCREENSHOTS / "admin-throttled-most.png"), full_page=True)
+
+    # The billing CSV, downloaded through the export form (reached from Throttled most): per account,
+    # what the clients saw today plus the rolled-up days.
+    with page.expect_navigation():
+        page.click("a.rlt-export-link")
+    today = datetime.now(timezone.utc).date()
+    page.fill("#id_start", (today - timedelta(days=89)).isoformat())
+    page.fill("#id_end", today.isoformat())
+    with page.expect_download() as download:
+        page.click("#rlt-export-form input[type=submit]")
+    lines = download.value.path().read_text().splitlines()
+    assert lines[0] == "date,account,key_prefix,category,admitted,refused"
+    billed = Counter()
+    for row in csv.DictReader(lines):
+        billed[row["account"], "admitted"] += int(row["admitted"])
+        billed[row["account"], "refused"] += int(row["refused"])
+    assert billed == {
+        ("Globex", "admitted"): statuses[200] + sum(row.admitted for row in history),
+        ("Globex", "refused"): statuses[429] + sum(row.refused for row in history),
+        ("Initech", "admitted"): 3,
+        ("Initech", "refused"): 0,
+        ("Umbrella", "admitted"): 3 + 400,
+        ("Umbrella", "refused"): 5 + 30,
+    }
 
     hosts = {urlsplit(address).netloc for address in requested}
     assert requested and hosts == {urlsplit(url).netloc}, requested
