@@ -52,8 +52,8 @@ class Note(NamedTuple):
     decision: Decision
     tier: str
     noted: float  # monotonic: when the store's answer arrived
-    ends: float  # monotonic: T, when the store would admit a request
-    serves_until: float  # monotonic: min(ends, noted + LOCAL_REFUSAL_SECONDS), or a renewal's end
+    ends: float  # monotonic: T, when the store would admit a request at the latest (Retry-After's basis)
+    serves_until: float  # monotonic: min(asked + reset_after, noted + LOCAL_REFUSAL_SECONDS) or a renewal's
     renewing: bool = False
 
     def refusal_at(self, now: float) -> Decision:
@@ -113,15 +113,29 @@ class RefusalNotes:
         return (name, category) in self._items
 
     def note(
-        self, name: str, category: str, decision: Decision, tier: str = "", epoch: int | None = None
+        self,
+        name: str,
+        category: str,
+        decision: Decision,
+        tier: str = "",
+        epoch: int | None = None,
+        asked: float | None = None,
     ) -> None:
-        """Remember the store's refusal ``decision``, unless a :meth:`forget` came since ``epoch``."""
+        """Remember the store's refusal ``decision``, unless a :meth:`forget` came since ``epoch``.
+
+        ``asked``: this clock when the store was asked. The store decided
+        between then and now, so its reset lies between ``asked`` and ``now``
+        plus ``reset_after``: ``Retry-After`` counts from now (never too
+        short), and the note stops serving from ``asked`` (never refusing past
+        the store's reset, however slow the answer was; then the store decides).
+        """
         seconds = conf.LOCAL_REFUSAL_SECONDS
         if not seconds or decision.allowed:
             return
         now = self.clock()
         ends = now + decision.reset_after
-        note = Note(decision, tier, now, ends, min(ends, now + seconds))
+        earliest = ends if asked is None else asked + decision.reset_after
+        note = Note(decision, tier, now, ends, min(earliest, now + seconds))
         key = (name, category)
         with self._lock:
             if epoch is not None and epoch != self.epoch:

@@ -106,7 +106,7 @@ class TierRateThrottle(BaseThrottle):
         served = notes.refusal(identity.prefix, noted_as)
         if served is not None:  # Refused by the store moments ago: no round trip (see local_refusals).
             return self.refuse_locally(request, view, identity.prefix, category, *served)
-        epoch = notes.epoch
+        epoch, asked = notes.epoch, notes.clock()
         try:
             try:
                 outcome = guarded(storage.hit, identity.prefix, identity.account_id, category, cost)
@@ -130,7 +130,7 @@ class TierRateThrottle(BaseThrottle):
                 send_refused(type(self), request._request, identity.prefix, tier, category, decision, shadow)
                 if shadow:
                     return True  # Shadow mode: counted, logged and signalled, never refused.
-                notes.note(identity.prefix, noted_as, decision, tier, epoch)
+                notes.note(identity.prefix, noted_as, decision, tier, epoch, asked)
                 return self.refuse(view, decision)
             notes.drop(identity.prefix, noted_as)
             check_quota(type(self), request._request, identity.prefix, category, decision, tier)

@@ -394,3 +394,21 @@ def test_a_refusal_builds_no_log_fields_for_a_record_the_logger_drops(api, free_
     assert len(built) == 1
     [record] = [r for r in caplog.records if r.name == "ratelimit_tiers"]
     assert record.ratelimit["limit"] == 1
+
+
+def test_a_slow_answer_never_keeps_a_note_refusing_past_the_stores_reset(settings):
+    # The store decided somewhere between the ask and the answer, 50 ms later: its reset, 1 s after its
+    # decision, may be as early as 1 s after the ask. Retry-After counts from the answer (never too
+    # short); refusals served from memory stop 1 s after the ask, and then the store decides again.
+    settings.RATELIMIT_TIERS_LOCAL_REFUSAL_SECONDS = 5
+    clock = FakeClock()
+    memory = RefusalNotes(clock=clock)
+    asked = clock()
+    clock.advance(0.05)
+    memory.note("k", "read", decision(reset_after=1.0), asked=asked)
+    clock.advance(0.94)  # 0.99 s after the ask.
+    served = memory.refusal("k", "read")
+    assert served is not None
+    assert served[0].retry_after == 1 and served[0].reset_after == pytest.approx(0.06)
+    clock.advance(0.02)  # 1.01 s after the ask, 0.96 s after the answer.
+    assert memory.refusal("k", "read") is None  # The store is asked, not the note.
