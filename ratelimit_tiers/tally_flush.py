@@ -69,7 +69,15 @@ def stale_after() -> float:
 def _run() -> None:
     while True:
         time.sleep(INTERVAL)
+        tick()
+
+
+def tick() -> None:
+    """One round of the flushing thread; an error is logged, never the end of the thread."""
+    try:
         flush(stale_after())
+    except Exception:  # The thread must outlive any one round (a bad setting, a database error).
+        logger.exception("Usage ledger: flushing local refusals failed; trying again in %s s", INTERVAL)
 
 
 atexit.register(flush)

@@ -79,3 +79,10 @@ def test_a_batch_waits_for_a_check_to_carry_it_past_a_local_refusals_life(settin
     assert tally_flush.stale_after() == 6
     settings.RATELIMIT_TIERS_LOCAL_REFUSAL_SECONDS = 3600
     assert tally_flush.stale_after() == tally_flush.MAX_WAIT < rollup.GRACE_SECONDS
+
+
+def test_a_failing_round_never_ends_the_flushing_thread(settings, caplog):
+    # A setting changed under a running thread (as tests do) made a round raise, and the thread died.
+    settings.RATELIMIT_TIERS_LOCAL_REFUSAL_SECONDS = "1"
+    tally_flush.tick()
+    assert "flushing local refusals failed" in caplog.text
