@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from load import (
     CLIENTS,
@@ -678,7 +679,16 @@ ONE_RULE = ("1000/min",)
 THREE_RULES = ("10/s", "1000/min", "100000/day")
 
 
-def rule_keys(rates: tuple[str, ...], count: int) -> list[tuple[str, int]]:
+class RuleKey(NamedTuple):
+    """A key of the several-rules benchmark: what the store is asked with, and its request as views see it."""
+
+    prefix: str
+    account: int
+    request: object
+    view: object
+
+
+def rule_keys(rates: tuple[str, ...], count: int) -> list[RuleKey]:
     """``count`` new keys of one tier with ``rates``, each of its own account, policies installed."""
     from ratelimit_tiers.models import Account, APIKey, LimitRule, Tier
     from ratelimit_tiers.rules import parse_limit
@@ -691,50 +701,70 @@ def rule_keys(rates: tuple[str, ...], count: int) -> list[tuple[str, int]]:
     keys = []
     for _ in range(count):
         account = Account.objects.create(name=f"bench-{next(_serial)}", tier=tier)
-        key, _raw = APIKey.objects.create_key(account=account, name="bench")
+        key, raw = APIKey.objects.create_key(account=account, name="bench")
         get_storage().peek(key.prefix, account.pk, "read")
-        keys.append((key.prefix, account.pk))
+        keys.append(RuleKey(key.prefix, account.pk, *prepared_request(raw)))
     return keys
 
 
-def rules_table(options: argparse.Namespace) -> None:
-    """One check against three rules against one, in alternating rounds of the same run.
+#: Checks in a row on one side before the other side's turn (several rules, the ledger).
+BLOCK = 25
 
-    Every check is admitted: each round uses each key once, round-robin over
-    enough keys that none sees 10 in a second. The ratio is the median of the
-    rounds' ratios, which cancels the machine's drift.
+
+def rules_table(options: argparse.Namespace) -> None:
+    """One check against three rules against one, in alternating blocks of the same run.
+
+    Measured at two depths: the store's check alone (``Storage.hit``, the
+    script call and its parsing), and the throttle's (``TierRateThrottle.
+    allow_request``, what a request pays, as the ledger's cost is measured).
+    Every check is admitted: each round uses each key once, over enough keys
+    that none sees 10 in a second. The sides take turns every :data:`BLOCK`
+    checks; a round's ratio is its three-rule time over its one-rule time,
+    the figure their median, which cancels the machine's drift.
     """
     from ratelimit_tiers.storage import get_storage
+    from ratelimit_tiers.throttling import TierRateThrottle
 
-    storage, checks = get_storage(), options.checks * 5
-    one, three = rule_keys(ONE_RULE, checks * 2), rule_keys(THREE_RULES, checks * 2)
-    costs: dict[str, list[float]] = {"one": [], "three": []}
-    refused = 0
-    for round_ in range(options.rounds):
-        for name, keys in (("one", one), ("three", three)):
-            batch = keys[(round_ % 2) * checks : (round_ % 2 + 1) * checks]
-            start = time.perf_counter()
-            for prefix, account in batch:
-                refused += not storage.hit(prefix, account, "read").allowed
-            costs[name].append((time.perf_counter() - start) / checks * 1e6)
-    ratios = [b / a for a, b in zip(costs["one"], costs["three"], strict=True)]
+    storage, throttle, checks = get_storage(), TierRateThrottle(), options.checks * 5
+    sides = {"one": rule_keys(ONE_RULE, checks * 2), "three": rule_keys(THREE_RULES, checks * 2)}
+    depths: dict[str, Callable[[RuleKey], bool]] = {
+        "store (Storage.hit)": lambda key: storage.hit(key.prefix, key.account, "read").allowed,
+        "throttle (allow_request)": lambda key: throttle.allow_request(key.request, key.view),  # type: ignore[arg-type]
+    }
     print(
         f"Several rules: one check against {' + '.join(THREE_RULES)} vs {ONE_RULE[0]} alone, "
-        f"{options.rounds} alternating rounds of {checks} admitted checks ({refused} refused):\n"
+        f"{options.rounds} rounds of {checks} admitted checks a side, in blocks of {BLOCK} taking turns:\n"
     )
-    rows = [
-        ["1 rule", f"{statistics.median(costs['one']):.0f}", "1.00x"],
-        ["3 rules", f"{statistics.median(costs['three']):.0f}", f"{statistics.median(ratios):.2f}x"],
-    ]
-    print(table(["rules", "µs per check (median)", "x one rule (median of round ratios)"], rows) + "\n")
+    rows = []
+    for depth, check in depths.items():
+        costs: dict[str, list[float]] = {"one": [], "three": []}
+        for round_ in range(options.rounds):
+            spent = {"one": 0.0, "three": 0.0}
+            half = (round_ % 2) * checks
+            for block in range(half, half + checks, BLOCK):
+                for name in ("one", "three") if (round_ + block // BLOCK) % 2 else ("three", "one"):
+                    start = time.perf_counter()
+                    for key in sides[name][block : block + BLOCK]:
+                        if not check(key):
+                            raise RuntimeError("a several-rules benchmark check was refused")
+                    spent[name] += time.perf_counter() - start
+            for name, seconds in spent.items():
+                costs[name].append(seconds / checks * 1e6)
+        ratios = [three / one for one, three in zip(costs["one"], costs["three"], strict=True)]
+        rows.append(
+            [
+                depth,
+                f"{statistics.median(costs['one']):.0f}",
+                f"{statistics.median(costs['three']):.0f}",
+                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}x-{max(ratios):.2f}x)",
+            ]
+        )
+    header = ["check", "1 rule: µs (median)", "3 rules: µs (median)", "3 ÷ 1 (median of rounds, range)"]
+    print(table(header, rows) + "\n")
 
 
 #: Keys per round of the ledger's cost, each of its own account, one rule of ``LEDGER_RATE``.
 LEDGER_RATE = ("1000/min",)
-
-
-#: Checks in a row on one side before the other side's turn (the ledger's cost per check).
-LEDGER_BLOCK = 25
 
 
 def ledger_table(options: argparse.Namespace) -> None:
@@ -745,7 +775,7 @@ def ledger_table(options: argparse.Namespace) -> None:
     exists, as on any busy key). Off is ``RATELIMIT_TIERS_LEDGER_DAYS = 0``:
     the same script, told to count nothing. Each side has a storage of its
     own, built and warmed (connections, encoded calls) under its setting; the
-    throttle is pointed at one or the other every :data:`LEDGER_BLOCK` checks,
+    throttle is pointed at one or the other every :data:`BLOCK` checks,
     so the machine's drift hits both alike. A round's ratio is its on time
     over its off time; the figure is their median. Then the store memory.
     """
@@ -767,11 +797,11 @@ def ledger_table(options: argparse.Namespace) -> None:
     costs: dict[int, list[float]] = {7: [], 0: []}
     for round_ in range(options.rounds):
         spent = {7: 0.0, 0: 0.0}
-        for block in range(0, checks, LEDGER_BLOCK):
-            for days in (7, 0) if (round_ + block // LEDGER_BLOCK) % 2 else (0, 7):
+        for block in range(0, checks, BLOCK):
+            for days in (7, 0) if (round_ + block // BLOCK) % 2 else (0, 7):
                 storages._current = sides[days]
                 start = time.perf_counter()
-                for drf_request, view in keys[block : block + LEDGER_BLOCK]:
+                for drf_request, view in keys[block : block + BLOCK]:
                     if not throttle.allow_request(drf_request, view):  # type: ignore[arg-type]
                         raise RuntimeError("a ledger benchmark check was refused")
                 spent[days] += time.perf_counter() - start
@@ -787,7 +817,7 @@ def ledger_table(options: argparse.Namespace) -> None:
     print(
         f"Usage ledger: cost per check (TierRateThrottle.allow_request, {LEDGER_RATE[0]}, exact) with the "
         f"ledger on (LEDGER_DAYS = 7) and off (0), {options.rounds} rounds of {checks} admitted checks a "
-        f"side, in blocks of {LEDGER_BLOCK} taking turns:\n"
+        f"side, in blocks of {BLOCK} taking turns:\n"
     )
     rows = [
         ["off (LEDGER_DAYS = 0)", f"{statistics.median(costs[0]):.0f}", "1.00x"],

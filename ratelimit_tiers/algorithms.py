@@ -125,10 +125,22 @@ def headline(decisions: Sequence[Decision]) -> Decision:
     on a tie, the one whose reset comes last, then the one with the smallest
     limit.
     """
-    refused = [decision for decision in decisions if not decision.allowed]
-    if refused:
-        return max(refused, key=lambda d: d.reset_after)
-    return min(decisions, key=lambda d: (d.remaining, -d.reset_after, d.limit))
+    # One pass without building keys: this runs on every check of a key with several rules.
+    best = decisions[0]
+    for decision in decisions[1:]:
+        if decision.allowed != best.allowed:
+            if not decision.allowed:
+                best = decision
+        elif not best.allowed:
+            if decision.reset_after > best.reset_after:
+                best = decision
+        elif (decision.remaining, best.reset_after, decision.limit) < (
+            best.remaining,
+            decision.reset_after,
+            best.limit,
+        ):
+            best = decision
+    return best
 
 
 def exact_decide(

@@ -305,3 +305,31 @@ def test_headline_is_the_longest_refusal_else_the_fewest_remaining():
     assert headline([decision(True, 3, 20, limit=5), decision(True, 3, 20, limit=4)]).limit == 4
     short, long = decision(False, 0, 5), decision(False, 0, 50)
     assert headline([minute, short, long]) == long
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.integers(1, 4),  # limit: small ranges, so ties are common
+            st.integers(0, 3),  # remaining
+            st.sampled_from([0.0, 0.5, 1.0, 60.0]),  # reset_after
+            st.integers(0, 9),  # which decision, to tell equal ones apart
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_headline_is_its_definition(drawn):
+    """The one-pass headline picks what its docstring defines, the first such rule on a full tie."""
+    decisions = [
+        Decision(a, limit, 60, remaining, reset, 0.0, f"r{n}") for a, limit, remaining, reset, n in drawn
+    ]
+    refused = [d for d in decisions if not d.allowed]
+    expected = (
+        max(refused, key=lambda d: d.reset_after)
+        if refused
+        else min(decisions, key=lambda d: (d.remaining, -d.reset_after, d.limit))
+    )
+    assert headline(decisions) is expected

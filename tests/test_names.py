@@ -66,7 +66,7 @@ def known(literal: str) -> bool:
         or re.fullmatch(r"[A-Z]+", word) is not None  # A Redis command or option.
         or re.fullmatch(r"u48|#\d*", word) is not None  # BITFIELD's type and offsets.
         or re.fullmatch(r">(I6)+", word) is not None  # The same u48 slots, packed (Lua's struct).
-        or re.fullmatch(r"[01]?|\\0|(%[ds] ?)+", word) is not None  # Flags, padding, the reply's format.
+        or re.fullmatch(r"-1|[01]?|\\0|(%[ds] ?)+", word) is not None  # String end, flags, padding, formats.
     )
 
 

@@ -118,7 +118,7 @@ class Schedule:
         self.install = ()
         reply = client.evalsha(self.sha, len(self.keys), *self.keys, *args)
         try:
-            verdict = RedisStorage._outcome(reply, cost)
+            verdict = RedisStorage._outcome(reply, cost, bounds)
         except CostExceedsLimit as exc:
             self.log.append((charge, cost, str(exc)))
             assert cost > min(rule.count for rule in self.rules), self.log
@@ -254,7 +254,7 @@ def test_an_admission_reads_each_rule_once(client):
         args = (READ, "1", 1, *bounds, LEDGER_OFF, *install)
         reply = client.evalsha(SCRIPT_SHA, len(schedule.keys), *schedule.keys, *args)
         stats = client.info("stats")
-        verdict = RedisStorage._outcome(reply, 1)
+        verdict = RedisStorage._outcome(reply, 1, bounds)
         assert isinstance(verdict, Verdict)
         assert verdict.allowed
         assert [d.remaining for d in verdict.decisions] == [r.count - hit - 1 for r in rules]

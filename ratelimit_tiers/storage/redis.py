@@ -33,7 +33,7 @@ from ratelimit_tiers.names import (
 )
 from ratelimit_tiers.policies import Policy, load_policy
 from ratelimit_tiers.refusal_tally import TallyKey, tally
-from ratelimit_tiers.rules import KEY, Rule
+from ratelimit_tiers.rules import CALENDARS, KEY, Rule
 from ratelimit_tiers.storage import base
 from ratelimit_tiers.storage.backends import redis_client
 from ratelimit_tiers.storage.base import Outcome, Storage, Unusable, Verdict, wrap_errors
@@ -48,12 +48,13 @@ def assemble(*parts: str) -> bytes:
     return b"\n".join((SCRIPTS / f"{part}.lua").read_bytes() for part in parts)
 
 
-#: The check: the policy, the three kinds of counter, the usage ledger, and the entry that picks them.
-SCRIPT = assemble("policy", "counter", "exact", "quota", "ledger", "hit")
+#: The check: its arguments, the policy, the three kinds of counter, the usage ledger, then its entry.
+PARTS = ("arguments", "policy", "counter", "exact", "quota", "ledger")
+SCRIPT = assemble(*PARTS, "hit")
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1.
-GIVE_BACK_SCRIPT = assemble("policy", "counter", "exact", "quota", "ledger", "give_back").decode()
+GIVE_BACK_SCRIPT = assemble(*PARTS, "give_back").decode()
 #: Refusals served without the store, that no check carried, into the ledger (``refusal_tally``).
-TALLY_SCRIPT = assemble("ledger", "tally").decode()
+TALLY_SCRIPT = assemble("arguments", "ledger", "tally").decode()
 
 #: The position in a check's ARGV of what the ledger counts (``ledger.lua``).
 LEDGER_ARG = 9
@@ -62,7 +63,7 @@ READ_BATCH = 1000
 
 #: Checks whose encoded script call each storage keeps: (API key, category, cost, hit or peek).
 CALL_CACHE_SIZE = 8192
-#: Rules whose reply fields are kept parsed (:func:`rule_fields`): each (limit, window, name) in use.
+#: Rule lists whose reply fields are kept parsed (:func:`rule_fields`): each key's policy of a category.
 RULE_FIELDS_CACHE_SIZE = 4096
 
 
@@ -167,11 +168,12 @@ class RedisStorage(Storage):
 
     def hit_rate(self, name: str, rate: Rate) -> Decision:
         # The bucket carries its own policy, installed by the same script call.
-        call = self._build_check_call(name, name, READ, 1, True, self.calendar.bounds(), ledger=False)
+        bounds = self.calendar.bounds()
+        call = self._build_check_call(name, name, READ, 1, True, bounds, ledger=False)
         policy = Policy(ACTIVE, rules=(Rule(rate.limit, rate.window),))
         # No eviction ever sets an ad-hoc bucket's generation: it is always "".
         reply = self._run(self._with_policy(call, "", policy))
-        verdict = self._verdict(reply)
+        verdict = self._verdict(reply, bounds)
         assert verdict.decision is not None  # One rule: one decision.
         return verdict.decision
 
@@ -222,7 +224,8 @@ class RedisStorage(Storage):
         charge: bool,
         carried: Sequence[Refusals] = (),
     ) -> Outcome:
-        call = self._check_call(prefix, tag, category, cost, charge, self.calendar.bounds())
+        bounds = self.calendar.bounds()
+        call = self._check_call(prefix, tag, category, cost, charge, bounds)
         if carried and call.args[LEDGER_ARG]:
             args = list(call.args)
             args[LEDGER_ARG] = f"{args[LEDGER_ARG]} {carried_words(carried)}"
@@ -238,7 +241,7 @@ class RedisStorage(Storage):
                     f"the policy of {prefix} changed during each of {base.INSTALL_ATTEMPTS} loads"
                 )
             reply = self._run(self._with_policy(call, reply[5:].decode(), load_policy(prefix)))
-        return self._outcome(reply, cost)
+        return self._outcome(reply, cost, bounds)
 
     def _build_check_call(
         self,
@@ -283,39 +286,55 @@ class RedisStorage(Storage):
             raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     @classmethod
-    def _outcome(cls, reply: bytes, cost: int) -> Outcome:
+    def _outcome(cls, reply: bytes, cost: int, bounds: tuple[int, ...]) -> Outcome:
         if reply[:1].isdigit():
-            return cls._verdict(reply)
+            return cls._verdict(reply, bounds)
         if reply.startswith(COST.encode()):
             _word, count, rule = reply.decode().split(" ", 2)
             raise CostExceedsLimit(cost, int(count), rule)
         return Unusable(reply.decode())
 
     @staticmethod
-    def _verdict(reply: bytes) -> Verdict:
-        head, _, rest = reply.partition(b"\n")
-        _allowed, now, shadow, count = head.split(b" ")
-        lines = rest.split(b"\n", int(count))
+    def _verdict(reply: bytes, bounds: tuple[int, ...]) -> Verdict:
+        """Parse hit.lua's reply; ``bounds`` are the calendar's that the check sent (a quota's window)."""
+        numbers, encoded, tier = reply.split(b"\n", 2)
+        _allowed, now, shadow, _count, *states = numbers.split(b" ")
         now_s = int(now) / 1000
         decisions = []
-        for line in lines[:-1]:
-            allowed, remaining, reset, fixed = line.split(b" ", 3)
-            limit, window, name, quota = rule_fields(fixed)
+        for at, (limit, window, name, calendar) in enumerate(rule_fields(encoded)):
+            allowed, remaining, reset = states[3 * at : 3 * at + 3]
+            if calendar >= 0:  # A quota: its window is the current period.
+                window = (bounds[calendar + 1] - bounds[calendar]) // 1000
             # Positional: a named tuple's keywords cost more than the parsing (see Decision).
             decisions.append(
                 Decision(
-                    allowed == b"1", limit, window, int(remaining), int(reset) / 1000, now_s, name, quota
+                    allowed == b"1",
+                    limit,
+                    window,
+                    int(remaining),
+                    int(reset) / 1000,
+                    now_s,
+                    name,
+                    calendar >= 0,
                 )
             )
-        return Verdict(tuple(decisions), lines[-1].decode(), shadow == b"1")
+        return Verdict(tuple(decisions), tier.decode(), shadow == b"1")
+
+
+#: Where a quota's period is in the calendar's bounds (``Calendar.bounds``), by its encoded kind.
+QUOTA_BOUNDS = {calendar[:1]: 2 * at for at, calendar in enumerate(CALENDARS)}
 
 
 @lru_cache(maxsize=RULE_FIELDS_CACHE_SIZE)
-def rule_fields(fixed: bytes) -> tuple[int, int, str, bool]:
-    """What a rule's reply line ends with, ``<limit> <window_ms> <quota> <name>``, parsed.
+def rule_fields(encoded: bytes) -> tuple[tuple[int, int, str, int], ...]:
+    """The rules of a reply as ``policies.encode`` wrote them: ``(limit, window s, name, quota)`` each.
 
-    The same on every check of the rule: cached, so a check parses only what
-    changed (allowed, remaining, reset) of each of its rules.
+    ``quota`` is where the rule's period lies in the calendar's bounds, or -1
+    for a sliding window. The same on every check of a key: cached, so a check
+    parses only what changed (allowed, remaining, reset) of each of its rules.
     """
-    limit, window, quota, name = fixed.split(b" ", 3)
-    return int(limit), int(window) // 1000, name.decode(), quota == b"1"
+    fields = []
+    for rule in filter(None, encoded.decode().split(";")):
+        kind, window, _scope, limit, name = rule.split(" ", 4)
+        fields.append((int(limit), int(window) // 1000, name, QUOTA_BOUNDS.get(kind, -1)))
+    return tuple(fields)

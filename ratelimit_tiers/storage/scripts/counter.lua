@@ -34,11 +34,11 @@ end
 -- whether the key held an older window (`moved`). No read of its own: a rule
 -- is read once per check (hit.lua). Returns 1, remaining and reset (ms).
 local function counter_charge(key, now, window, limit, cost, index, current, previous, weighted, moved)
-  redis.call("HSET", key, "w", index, "c", current + cost, "p", previous)
+  redis.call("HSET", key, "w", int(index), "c", int(current + cost), "p", int(previous))
   if moved then
     -- A new key or window: the key lives until the next window ends,
     -- while its count weighs as "previous". Later hits keep that expiry.
-    redis.call("PEXPIREAT", key, (index + 2) * window)
+    redis.call("PEXPIREAT", key, int((index + 2) * window))
   end
   local remaining = math.floor(limit - weighted - cost)
   return 1, remaining, counter_reset(now, window, limit, index, previous, current + cost, remaining)
@@ -88,6 +88,6 @@ local function counter_give_back(key, now, window, cost)
   if count < cost then
     return 0
   end
-  redis.call("HINCRBY", key, field, -cost)
+  redis.call("HINCRBY", key, field, int(-cost))
   return 1
 end

@@ -19,6 +19,8 @@
 -- SETRANGEs), which costs Redis less than BITFIELD's argument lists.
 local EXACT_HEADER = 5
 local EXACT_HEADER_BYTES = EXACT_HEADER * 6
+-- As command arguments: where the ring starts, where the header ends.
+local EXACT_HEADER_TEXT, EXACT_HEADER_LAST = int(EXACT_HEADER_BYTES), int(EXACT_HEADER_BYTES - 1)
 -- Rings of up to this many slots are read whole by the command that reads the
 -- header (a few hundred bytes): a search then reads no more.
 local EXACT_WHOLE = 64
@@ -32,9 +34,9 @@ end
 local function exact_write(key, from, count, limit, stamp)
   local cell = struct.pack(">I6", stamp)
   local run = math.min(count, limit - from)
-  redis.call("SETRANGE", key, (EXACT_HEADER + from) * 6, string.rep(cell, run))
+  redis.call("SETRANGE", key, int((EXACT_HEADER + from) * 6), string.rep(cell, run))
   if count > run then
-    redis.call("SETRANGE", key, EXACT_HEADER_BYTES, string.rep(cell, count - run))
+    redis.call("SETRANGE", key, EXACT_HEADER_TEXT, string.rep(cell, count - run))
   end
 end
 
@@ -56,10 +58,10 @@ local function exact_charge(key, now, stamp, window, limit, cost, expired, head,
     deadline = stamp + 2 * window
   end
   local header = struct.pack(">I6I6I6I6I6", (head + cost) % limit, limit, expired, first, deadline)
-  redis.call("SETRANGE", key, 0, header)
+  redis.call("SETRANGE", key, "0", header)
   exact_write(key, head, cost, limit, stamp)
   if extend then
-    redis.call("PEXPIREAT", key, deadline)
+    redis.call("PEXPIREAT", key, int(deadline))
   end
   if head + cost >= limit then
     -- The ring just filled its last slot. Writing past a string's end grows
@@ -80,7 +82,7 @@ local function exact_check(key, now, stamp, window, limit, cost, charge)
   if limit <= EXACT_WHOLE then
     data = redis.call("GET", key) or ""
   else
-    data = redis.call("GETRANGE", key, 0, EXACT_HEADER_BYTES - 1)
+    data = redis.call("GETRANGE", key, "0", EXACT_HEADER_LAST)
   end
   local head, size, expired, first, deadline = 0, 0, 0, 0, 0
   if #data >= EXACT_HEADER_BYTES then
@@ -93,7 +95,7 @@ local function exact_check(key, now, stamp, window, limit, cost, charge)
     -- ranges: a few string commands whatever the size, no Lua loop per stamp.
     local body = ""
     if size > 0 then
-      local stored = redis.call("GETRANGE", key, EXACT_HEADER_BYTES, -1)
+      local stored = redis.call("GETRANGE", key, EXACT_HEADER_TEXT, "-1")
       -- Slots never written lie past the string's end: they are empty.
       stored = stored .. string.rep("\0", size * 6 - #stored)
       local ordered = string.sub(stored, head * 6 + 1) .. string.sub(stored, 1, head * 6)
@@ -113,7 +115,7 @@ local function exact_check(key, now, stamp, window, limit, cost, charge)
     end
     data = struct.pack(">I6I6I6I6I6", head, limit, expired, first, deadline) .. body
     redis.call("SET", key, data)
-    redis.call("PEXPIREAT", key, deadline)
+    redis.call("PEXPIREAT", key, int(deadline))
   end
 
   -- The stamp at logical index `i` (from the head): 0 in a slot never written.
@@ -121,7 +123,7 @@ local function exact_check(key, now, stamp, window, limit, cost, charge)
     local offset = (EXACT_HEADER + (head + i) % limit) * 6
     local cell = data
     if limit > EXACT_WHOLE then
-      cell, offset = redis.call("GETRANGE", key, offset, offset + 5), 0
+      cell, offset = redis.call("GETRANGE", key, int(offset), int(offset + 5)), 0
     end
     if #cell < offset + 6 then
       return 0

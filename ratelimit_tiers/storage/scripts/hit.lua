@@ -1,6 +1,6 @@
 -- One rate-limit check, atomically, on the Redis server's clock: the entry of
--- the script that storage/redis.py assembles from policy.lua, counter.lua,
--- exact.lua, quota.lua and this file (one script, one SHA).
+-- the script that storage/redis.py assembles from arguments.lua, policy.lua,
+-- counter.lua, exact.lua, quota.lua, ledger.lua and this file (one script, one SHA).
 --
 -- KEYS[1]  policy hash (see policy.lua)
 -- KEYS[2]  the policy's generation: a token each eviction replaces (Storage.forget)
@@ -18,12 +18,12 @@
 --
 -- Returns the state when the key cannot be used ("miss <generation>" when no
 -- policy is installed; "cost <count> <rule>" when the cost is more than a rule's
--- count), else the decision on every rule the category meets, as lines:
---   "<allowed> <now_ms> <shadow> <rules>"
---   "<allowed> <remaining> <reset_ms> <limit> <window_ms> <quota> <rule name>" per rule
+-- count), else the decision on every rule the category meets, as three lines:
+--   "<allowed> <now_ms> <shadow> <rules>" then "<allowed> <remaining> <reset_ms>" per rule
+--   the rules, as the policy encodes them (policies.encode), in the same order
 --   "<tier>"
--- so a refusal needs no second round trip. What a rule's line ends with is the
--- same on every check of the rule: storage/redis.py parses it once. A request is admitted only if every
+-- so a refusal needs no second round trip. The last two lines are the same
+-- on every check of the key: storage/redis.py parses them once. A request is admitted only if every
 -- rule admits it, and a refused one writes nothing: the rules are checked before
 -- any is charged. Every key written carries an expiry.
 
@@ -122,16 +122,14 @@ end
 
 ledger_count(KEYS[5], ARGV[10], now, admitted, policy[3], rules, results)
 
-local lines = {string.format("%d %d %s %d", admitted, now, policy[3], last)}
-for i, rule in ipairs(rules) do
-  local quota, window, at = 0, rule[2], CALENDAR[rule[1]]
-  if at then
-    quota, window = 1, tonumber(ARGV[at + 1]) - tonumber(ARGV[at])
-  end
-  local result = results[i]
-  lines[i + 1] = string.format(
-    "%d %d %d %d %d %d %s", result[1], result[2], result[3], rule[4], window, quota, rule[5]
-  )
+-- The reply: what changes on every check, as numbers on one line, then what
+-- does not (the rules as the policy encodes them, the tier): the client
+-- parses those once (storage/redis.py).
+local numbers = {admitted, now, policy[3], last}
+for i = 1, last do
+  local result, at = results[i], 1 + 3 * i
+  numbers[at + 1], numbers[at + 2], numbers[at + 3] = result[1], result[2], result[3]
 end
-lines[#lines + 1] = policy[4] or ""
-return table.concat(lines, "\n")
+-- One format of whole numbers: cheaper than letting Lua write each number.
+local line = string.format("%d %d %s %d" .. string.rep(" %d %d %d", last), unpack(numbers))
+return line .. "\n" .. policy[5] .. "\n" .. (policy[4] or "")

@@ -16,9 +16,9 @@
 -- carried here: " <rule> <count> <last ms>" each, within one hour.
 
 local function ledger_add(key, field, n, hour, retention)
-  if redis.call("HINCRBY", key, field, n) == n then
+  if redis.call("HINCRBY", key, field, int(n)) == n then
     -- A new field, maybe a new hash: (re)set the hash's expiry, the same every time.
-    redis.call("EXPIREAT", key, (hour + 1) * 3600 + retention)
+    redis.call("EXPIREAT", key, int((hour + 1) * 3600 + retention))
   end
 end
 
@@ -28,7 +28,7 @@ local function ledger_refuse(stem, field, rule, n, at, retention)
   ledger_add(key, field .. "r:" .. rule, n, hour, retention)
   local last = tonumber(redis.call("HGET", key, field .. "t")) or 0
   if at > last then
-    redis.call("HSET", key, field .. "t", at)
+    redis.call("HSET", key, field .. "t", int(at))
   end
 end
 
@@ -107,7 +107,7 @@ local function ledger_give_back(stem, spec, now)
   local retention, _, field = ledger_spec(spec)
   local key = stem .. ":" .. math.floor(now / 3600000)
   if (tonumber(redis.call("HGET", key, field .. "a")) or 0) > 0 then
-    redis.call("HINCRBY", key, field .. "a", -1)
+    redis.call("HINCRBY", key, field .. "a", "-1")
     ledger_refuse(stem, field, "~other-throttle", 1, now, retention)
   end
 end

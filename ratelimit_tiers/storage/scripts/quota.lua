@@ -8,10 +8,10 @@
 -- counting, from the `used` count it read: no read of its own (hit.lua reads a
 -- rule once per check). Returns 1, remaining and reset (ms).
 local function quota_charge(key, now, stop, limit, cost, used)
-  redis.call("INCRBY", key, cost)
+  redis.call("INCRBY", key, int(cost))
   if used == 0 then
     -- An hour past the period's end: the app servers' clocks set the bounds, and may lag.
-    redis.call("PEXPIREAT", key, stop + 3600000)
+    redis.call("PEXPIREAT", key, int(stop + 3600000))
   end
   return 1, limit - used - cost, math.max(stop - now, 0)
 end
@@ -41,6 +41,6 @@ local function quota_give_back(key, cost)
   if used < cost then
     return 0
   end
-  redis.call("DECRBY", key, cost)
+  redis.call("DECRBY", key, int(cost))
   return 1
 end
