@@ -25,6 +25,8 @@ from ratelimit_tiers.storage import get_storage
 
 #: The CSV's columns (one row per key, category and UTC day).
 CSV_HEADER = ["date", "account", "key_prefix", "category", "admitted", "refused"]
+#: What spreadsheets read as the start of a formula in a cell (OWASP's list for CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: Reads of :func:`daily` before it gives up on a rollup committing meanwhile (then it is consistent
 #: with what it read last).
 DAILY_ATTEMPTS = 3
@@ -163,17 +165,25 @@ def daily(since: date, until: date, accounts: Iterable[int] | None = None) -> li
 
 
 def csv_rows(since: date, until: date, accounts: Iterable[int] | None = None) -> Iterator[list[str]]:
-    """The billing CSV of ``[since, until]``: :data:`CSV_HEADER`, then one row per :func:`daily` usage."""
+    """The billing CSV of ``[since, until]``: :data:`CSV_HEADER`, then one row per :func:`daily` usage.
+
+    Names operators typed are written as :func:`spreadsheet_text`.
+    """
     yield list(CSV_HEADER)
     for usage in daily(since, until, accounts):
         yield [
             usage.start.date().isoformat(),
-            usage.account_name,
+            spreadsheet_text(usage.account_name),
             usage.prefix,
-            usage.category,
+            spreadsheet_text(usage.category),
             str(usage.admitted),
             str(usage.refused),
         ]
+
+
+def spreadsheet_text(text: str) -> str:
+    """``text`` as a CSV cell that spreadsheets show and never run as a formula: quoted if it starts one."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
 def rolled_hours(start: datetime, end: datetime) -> set[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import time
 from datetime import datetime, timezone
@@ -89,6 +90,21 @@ def test_the_csv_has_a_row_per_key_category_and_day(backend, key, account):
         call_command("ratelimit_tiers_usage", "--days", "2")
     with pytest.raises(CommandError, match="at least 1"):
         call_command("ratelimit_tiers_usage", "--csv", "--days", "0")
+
+
+def test_names_that_start_a_formula_are_written_as_text(backend, key, account):
+    """An account named like a spreadsheet formula is billed under its name, quoted, never run."""
+    hits(key, 1)
+    today = datetime.now(timezone.utc).date()
+    for name in ('=HYPERLINK("http://evil.example","x")', "+1", "-1", "@SUM(A1)", "\tx"):
+        Account.objects.filter(pk=account.pk).update(name=name)
+        rows = list(usage.csv_rows(today, today))
+        assert [row[1] for row in rows[1:]] == [f"'{name}"]
+        out = io.StringIO()
+        call_command("ratelimit_tiers_usage", "--csv", "--days", "1", stdout=out)
+        assert next(csv.reader(out.getvalue().splitlines()[1:]))[1] == f"'{name}"
+    Account.objects.filter(pk=account.pk).update(name="a=b-c")  # Only a cell's start makes a formula.
+    assert [row[1] for row in list(usage.csv_rows(today, today))[1:]] == ["a=b-c"]
 
 
 def test_only_the_given_accounts(backend, key, account, free_tier):
