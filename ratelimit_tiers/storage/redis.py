@@ -298,7 +298,7 @@ class RedisStorage(Storage):
     def _verdict(reply: bytes, bounds: tuple[int, ...]) -> Verdict:
         """Parse hit.lua's reply; ``bounds`` are the calendar's that the check sent (a quota's window)."""
         numbers, encoded, tier = reply.split(b"\n", 2)
-        _allowed, now, shadow, _count, *states = numbers.split(b" ")
+        _allowed, now, shadow, *states = numbers.split(b" ")
         now_s = int(now) / 1000
         decisions = []
         for at, (limit, window, name, calendar) in enumerate(rule_fields(encoded)):

@@ -19,7 +19,7 @@
 -- Returns the state when the key cannot be used ("miss <generation>" when no
 -- policy is installed; "cost <count> <rule>" when the cost is more than a rule's
 -- count), else the decision on every rule the category meets, as three lines:
---   "<allowed> <now_ms> <shadow> <rules>" then "<allowed> <remaining> <reset_ms>" per rule
+--   "<allowed> <now_ms> <shadow>" then "<allowed> <remaining> <reset_ms>" per rule
 --   the rules, as the policy encodes them (policies.encode), in the same order
 --   "<tier>"
 -- so a refusal needs no second round trip. The last two lines are the same
@@ -125,11 +125,11 @@ ledger_count(KEYS[5], ARGV[10], now, admitted, policy[3], rules, results)
 -- The reply: what changes on every check, as numbers on one line, then what
 -- does not (the rules as the policy encodes them, the tier): the client
 -- parses those once (storage/redis.py).
-local numbers = {admitted, now, policy[3], last}
+local numbers = {admitted, now, policy[3]}
 for i = 1, last do
-  local result, at = results[i], 1 + 3 * i
+  local result, at = results[i], 3 * i
   numbers[at + 1], numbers[at + 2], numbers[at + 3] = result[1], result[2], result[3]
 end
 -- One format of whole numbers: cheaper than letting Lua write each number.
-local line = string.format("%d %d %s %d" .. string.rep(" %d %d %d", last), unpack(numbers))
+local line = string.format("%d %d %s" .. string.rep(" %d %d %d", last), unpack(numbers))
 return line .. "\n" .. policy[5] .. "\n" .. (policy[4] or "")
