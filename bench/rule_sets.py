@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from typing import Any
 
-from run import THREE_RULES, RuleKey, rule_keys, setup_django, start_redis, table
+from run import THREE_RULES, RuleKey, benchmark_django, rule_keys, table
 
 #: The rule sets compared: one rule, then that rule with two more of one kind or another.
 SETS = {
@@ -46,50 +45,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=13, help="rounds (each key is used every other one)")
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        redis, url = start_redis(directory)
-        try:
-            setup_django(url, directory)
-            from django_redis import get_redis_connection
+    with benchmark_django():
+        from django_redis import get_redis_connection
 
-            from ratelimit_tiers.storage import get_storage
+        from ratelimit_tiers.storage import get_storage
 
-            storage, client = get_storage(), get_redis_connection("default")
-            keys = {name: rule_keys(rates, 2 * KEYS) for name, rates in SETS.items()}
-            found: dict[str, list[tuple[float, float]]] = {name: [] for name in SETS}
-            for round_ in range(options.rounds + 1):
-                half = (round_ % 2) * KEYS
-                for name, set_keys in keys.items():
-                    measured = measure(storage, client, set_keys[half : half + KEYS])
-                    if round_:
-                        found[name].append(measured)
-            one = found["1000/min"]
-            rows = []
-            for name, rounds in found.items():
+        storage, client = get_storage(), get_redis_connection("default")
+        keys = {name: rule_keys(rates, 2 * KEYS) for name, rates in SETS.items()}
+        found: dict[str, list[tuple[float, float]]] = {name: [] for name in SETS}
+        for round_ in range(options.rounds + 1):
+            half = (round_ % 2) * KEYS
+            for name, set_keys in keys.items():
+                measured = measure(storage, client, set_keys[half : half + KEYS])
+                if round_:
+                    found[name].append(measured)
+        one = found["1000/min"]
+        rows = []
+        for name, rounds in found.items():
 
-                def median(pick: Any, rounds: list[tuple[float, float]] = rounds, places: int = 1) -> str:
-                    middle = statistics.median(pick(x, b) for x, b in zip(rounds, one, strict=True))
-                    return f"{middle:.{places}f}"
+            def median(pick: Any, rounds: list[tuple[float, float]] = rounds, places: int = 1) -> str:
+                middle = statistics.median(pick(x, b) for x, b in zip(rounds, one, strict=True))
+                return f"{middle:.{places}f}"
 
-                rows.append(
-                    [
-                        name,
-                        median(lambda x, b: x[0]),
-                        median(lambda x, b: x[1]),
-                        median(lambda x, b: x[0] - b[0]),
-                        median(lambda x, b: x[1] - b[1]),
-                        median(lambda x, b: x[0] / b[0], places=2) + "x",
-                    ]
-                )
-            print(
-                f"Checks against each rule set ({KEYS} keys a round, {options.rounds} rounds, medians; "
-                "in Redis: the script's own time from INFO commandstats):\n"
+            rows.append(
+                [
+                    name,
+                    median(lambda x, b: x[0]),
+                    median(lambda x, b: x[1]),
+                    median(lambda x, b: x[0] - b[0]),
+                    median(lambda x, b: x[1] - b[1]),
+                    median(lambda x, b: x[0] / b[0], places=2) + "x",
+                ]
             )
-            header = ["rules", "client µs", "in Redis µs", "client +µs", "in Redis +µs", "÷ one rule"]
-            print(table(header, rows))
-        finally:
-            redis.kill()
-            redis.wait()
+        print(
+            f"Checks against each rule set ({KEYS} keys a round, {options.rounds} rounds, medians; "
+            "in Redis: the script's own time from INFO commandstats):\n"
+        )
+        header = ["rules", "client µs", "in Redis µs", "client +µs", "in Redis +µs", "÷ one rule"]
+        print(table(header, rows))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,6 +81,19 @@ def setup_django(redis_url: str, directory: str) -> None:
     # The throttle logs every refusal, and Django every 4xx: the exactness runs and floods refuse thousands.
     logging.getLogger("ratelimit_tiers").setLevel(logging.WARNING)
     logging.getLogger("django.request").setLevel(logging.ERROR)
+
+
+@contextmanager
+def benchmark_django() -> Iterator[tuple[str, str]]:
+    """Its own redis-server and Django set up on it, in a temporary directory: ``(redis URL, directory)``."""
+    with tempfile.TemporaryDirectory() as directory:
+        redis, url = start_redis(directory)
+        try:
+            setup_django(url, directory)
+            yield url, directory
+        finally:
+            redis.kill()
+            redis.wait()
 
 
 # --- The contenders. Each ``new_<name>(limit)`` returns a check on a fresh key
@@ -615,19 +629,13 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))} (choose from {', '.join(SECTIONS)})")
 
-    with tempfile.TemporaryDirectory() as directory:
-        redis, url = start_redis(directory)
-        try:
-            setup_django(url, directory)
-            print(setup() + "\n")
-            for run in range(options.repeat):
-                if options.repeat > 1:
-                    print(f"## Run {run + 1} of {options.repeat}\n")
-                for name in sections:
-                    SECTION_RUNNERS[name](url, directory, options)
-        finally:
-            redis.kill()
-            redis.wait()
+    with benchmark_django() as (url, directory):
+        print(setup() + "\n")
+        for run in range(options.repeat):
+            if options.repeat > 1:
+                print(f"## Run {run + 1} of {options.repeat}\n")
+            for name in sections:
+                SECTION_RUNNERS[name](url, directory, options)
 
 
 def setup() -> str:
